@@ -1,0 +1,1 @@
+"""Slurm backends: one interface, a pyslurm and a CLI implementation."""

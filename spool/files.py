@@ -1,0 +1,92 @@
+"""Atomic file steps: every file a reader can see under its final name is complete.
+
+The writer's protocol (Maildir's): create a unique file in ``tmp/`` with ``O_EXCL``, write,
+fsync, close, then link or rename it to its final name, fsync that folder, and never touch
+the file again. On any error the tmp file is removed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+_counter = itertools.count()
+_HOST = socket.gethostname().split(".")[0].replace("/", "_")
+
+
+def unique_tmp_name() -> str:
+    """Time, pid, a counter and the host: unique even across hosts sharing the spool."""
+    return f"{time.time_ns()}.{os.getpid()}_{next(_counter)}.{_HOST}.tmp"
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_tmp(tmp_dir: Path, data: bytes, mode: int, durable: bool) -> Path:
+    tmp = Path(tmp_dir) / unique_tmp_name()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb", closefd=True) as f:
+            f.write(data)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def publish(tmp_dir: Path, final: Path, data: bytes, mode: int = 0o640, durable: bool = True) -> None:
+    """Write ``data`` to ``final`` with no way to see it half-written; fail if it exists."""
+    tmp = _write_tmp(tmp_dir, data, mode, durable)
+    try:
+        os.link(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if durable:
+        fsync_dir(final.parent)
+
+
+def replace(tmp_dir: Path, final: Path, data: bytes, mode: int = 0o640, durable: bool = False) -> None:
+    """Write ``data`` to ``final`` atomically, replacing what was there."""
+    tmp = _write_tmp(tmp_dir, data, mode, durable)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(final.parent)
+
+
+def dumps(obj) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def read_json(path: Path):
+    """The JSON in a small file we wrote ourselves, or None if it is missing or torn."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def append_line(path: Path, obj, durable: bool = True) -> None:
+    """Append one JSON line with a single write(2) on an O_APPEND file: lines never interleave."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    try:
+        os.write(fd, dumps(obj) + b"\n")
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)

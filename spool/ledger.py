@@ -1,0 +1,81 @@
+"""The ledger: one small record per request id, ``ledger/<id>.json``.
+
+It is the replay guard (an id is accepted once: a second file under the same id, or the
+same file after it finished, is rejected) and the place where a request's life is kept:
+who claimed it, how often it was tried, when it is due again, why it last failed.
+
+A record is created with ``O_EXCL``, so of two daemons sharing a spool only one can accept
+a new id. Records of finished requests are kept until the request's expiry (plus clock
+skew) has passed: after that the verifier rejects the request as expired anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+from carme.spool import files
+from carme.spool.envelope import Request
+from carme.spool.errors import Rejection
+from carme.spool.layout import Spool
+
+FINAL_STATES = ("done", "failed")
+
+
+def digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+class Ledger:
+    def __init__(self, spool: Spool):
+        self.spool = spool
+
+    def get(self, request_id: str) -> dict | None:
+        return files.read_json(self.spool.ledger_path(request_id))
+
+    def accepts_again(self, request_id: str, raw: bytes) -> bool:
+        """True if ``raw`` is a request this ledger accepted before and has not finished
+        (a redelivery after a crash, a deferred retry, or an admin's retry); False if the
+        id is new. Raises ``Rejection("replay")`` for anything else under a known id."""
+        entry = self.get(request_id)
+        if entry is None:
+            return False
+        if entry.get("sha256") != digest(raw):
+            raise Rejection("replay", "this request id was already used by a different request")
+        if entry.get("state") in FINAL_STATES:
+            raise Rejection("replay", f"this request was already handled ({entry['state']})")
+        return True
+
+    def open(self, request: Request, claimer: str) -> None:
+        """Record a newly accepted request; a record appearing meanwhile is a replay race."""
+        now = time.time()
+        entry = {"id": request.id, "sha256": digest(request.raw), "op": request.op,
+                 "signer": request.signer, "expires_at": request.expires_at, "state": "active",
+                 "claimed_by": claimer, "first_claimed_at": now, "attempts": 0}
+        try:
+            files.publish(self.spool.folder("tmp"), self.spool.ledger_path(request.id),
+                          files.dumps(entry), mode=0o600, durable=False)
+        except FileExistsError:
+            raise Rejection("replay", "this request id was accepted by another daemon") from None
+
+    def update(self, request_id: str, **fields) -> dict:
+        entry = self.get(request_id) or {"id": request_id}
+        entry.update(fields)
+        files.replace(self.spool.folder("tmp"), self.spool.ledger_path(request_id),
+                      files.dumps(entry), mode=0o600)
+        return entry
+
+    def prune(self, max_skew: float, now: float | None = None) -> int:
+        """Remove records of finished requests that have expired; return how many."""
+        now = time.time() if now is None else now
+        removed = 0
+        for name in os.listdir(self.spool.folder("ledger")):
+            path = self.spool.folder("ledger") / name
+            entry = files.read_json(path)
+            if (entry is not None and entry.get("state") in FINAL_STATES
+                    and entry.get("expires_at", 0) + max_skew < now):
+                Path(path).unlink(missing_ok=True)
+                removed += 1
+        return removed

@@ -1,0 +1,332 @@
+"""The daemon's side of the spool: claim a request, accept or reject it, and end it in
+exactly one of done, failed or deferred, with one response and one audit line.
+
+Claiming is ``link(incoming/x, active/x)`` then ``unlink(incoming/x)``: ``link`` fails if
+``active/x`` exists, so of several daemons only one wins, and a second file under an id
+already in flight can never overwrite the first. After the claim the file is opened with
+``O_NOFOLLOW`` and checked with ``fstat``: a symlink, a directory, a FIFO, a file with
+another hard link or an oversized file is rejected without being read.
+
+SECURITY: runs as root on files that an unprivileged portal wrote. It never follows a link,
+never reads more than the size limit, never writes a secret into done/, failed/, a response
+or the audit journal, and never lets a rejected duplicate overwrite an earlier record.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from carme.spool import files
+from carme.spool.envelope import MAX_REQUEST_BYTES, Request
+from carme.spool.errors import Rejection
+from carme.spool.layout import Spool
+from carme.spool.ledger import Ledger
+from carme.spool.schema import SECRET_FIELDS
+from carme.spool.verify import Verifier
+
+
+def claimer_identity() -> str:
+    """``host:pid:start-ticks``: names this process uniquely, even after pid reuse."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+
+
+def _start_ticks(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def claimer_is_gone(claimer: str) -> bool | None:
+    """True if a claimer on this host no longer runs, False if it does, None if it is on
+    another host (then only the claim's age can tell)."""
+    host, _, rest = claimer.partition(":")
+    pid, _, ticks = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    return _start_ticks(int(pid)) != ticks
+
+
+@dataclass
+class Claim:
+    """A request file this process holds in ``active/``."""
+
+    id: str
+    path: Path
+    claimed_at: float = field(default_factory=time.monotonic)
+    request: Request | None = None
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a request ended. ``status``: ok, error (failed), rejected, or deferred."""
+
+    status: str
+    result: dict | None = None
+    code: str | None = None
+    message: str | None = None
+    retry_at: float | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.status != "deferred"
+
+
+class Queue:
+    def __init__(self, spool: Spool, verifier: Verifier, durable: bool = True):
+        self.spool = spool
+        self.verifier = verifier
+        self.ledger = Ledger(spool)
+        self.durable = durable
+        self.identity = claimer_identity()
+
+    # --- claiming -----------------------------------------------------------------------
+    def claim(self, request_id: str, state: str = "incoming") -> Claim | None:
+        """Move ``state/<id>.json`` into ``active/``; None if another claimer was first.
+
+        A non-regular entry (a directory) can't be hard-linked: it goes to failed/ at once.
+        """
+        source = self.spool.request_path(state, request_id)
+        target = self.spool.request_path("active", request_id)
+        try:
+            os.link(source, target, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except FileExistsError:
+            return self._clash(request_id, source, target)
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.EISDIR):
+                raise
+            self._reject_entry(request_id, source, Rejection("not_regular", "not a regular file"))
+            return None
+        try:
+            os.unlink(source)
+        except FileNotFoundError:
+            pass
+        return Claim(request_id, target)
+
+    def _clash(self, request_id: str, source: Path, target: Path) -> None:
+        """``active/<id>`` exists: another claimer is mid-claim (same inode), or this is a
+        second file under an id that is in flight (a replay): reject that one."""
+        try:
+            if os.lstat(source).st_ino == os.lstat(target).st_ino:
+                return None
+        except FileNotFoundError:
+            return None
+        self._reject_entry(request_id, source,
+                           Rejection("replay", "a request with this id is already in flight"))
+        return None
+
+    def accept(self, claim: Claim) -> Request:
+        """Read and verify a claimed file; raise ``Rejection`` with the reason if it fails."""
+        raw, owner = self._read(claim.path)
+        again = self.ledger.accepts_again(claim.id, raw)
+        request = self.verifier.verify(raw, owner, check_freshness=not again)
+        if request.id != claim.id:
+            raise Rejection("bad_envelope", f"file is named {claim.id} but holds request {request.id}")
+        if again:
+            entry = self.ledger.update(claim.id, state="active", claimed_by=self.identity)
+            claim.attempts = int(entry.get("attempts", 0)) + 1
+        else:
+            self.ledger.open(request, self.identity)
+        claim.request = request
+        return request
+
+    @staticmethod
+    def _read(path: Path) -> tuple[bytes, int]:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise Rejection("not_regular", "request is a symbolic link") from None
+            raise Rejection("unreadable", f"cannot open request: {error.strerror}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise Rejection("not_regular", "request is not a regular file")
+            if info.st_nlink != 1:
+                raise Rejection("hard_linked", f"request file has {info.st_nlink} hard links")
+            if info.st_size > MAX_REQUEST_BYTES:
+                raise Rejection("oversize", f"request is {info.st_size} bytes; the limit is "
+                                f"{MAX_REQUEST_BYTES}")
+            raw = os.read(fd, MAX_REQUEST_BYTES + 1)
+            return raw, info.st_uid
+        finally:
+            os.close(fd)
+
+    # --- ending -------------------------------------------------------------------------
+    def complete(self, claim: Claim, outcome: Outcome, audit: dict | None = None) -> None:
+        """End a claimed request: done, failed, rejected or deferred. For a final outcome
+        one response and one audit line are written; a deferral only updates the ledger."""
+        if outcome.status == "deferred":
+            self.ledger.update(claim.id, state="deferred", attempts=claim.attempts,
+                               next_attempt_at=outcome.retry_at, last_error=outcome.message)
+            os.rename(claim.path, self.spool.request_path("deferred", claim.id))
+            return
+        if outcome.status == "rejected" and self._has_record(claim.id, outcome):
+            self._reject_entry(claim.id, claim.path, Rejection(outcome.code, outcome.message))
+            return
+        state = "done" if outcome.status == "ok" else "failed"
+        self._write_response(claim, outcome)
+        self._archive(claim, state)
+        if outcome.status != "ok":
+            self._write_reason(self.spool.reason_path(claim.id), outcome.code, outcome.message)
+        if claim.request is not None:
+            self.ledger.update(claim.id, state=state, attempts=claim.attempts,
+                               finished_at=time.time(), last_error=outcome.message)
+        self.audit(self._audit_line(claim, outcome, audit or {}))
+
+    def _has_record(self, request_id: str, outcome: Outcome) -> bool:
+        """A rejected file whose id already has a record must not overwrite it."""
+        return outcome.code == "replay" or self.spool.response_path(request_id).exists()
+
+    def _archive(self, claim: Claim, state: str) -> None:
+        """Move the claimed file into done/ or failed/, without its secret fields."""
+        target = self.spool.request_path(state, claim.id)
+        request = claim.request
+        if request is None or not SECRET_FIELDS.get(request.op):
+            os.replace(claim.path, target)
+            return
+        obj = json.loads(request.raw)
+        for name in SECRET_FIELDS[request.op]:
+            obj["args"].pop(name, None)
+        files.replace(self.spool.folder("tmp"), target, files.dumps(obj), mode=0o600)
+        os.unlink(claim.path)
+
+    def _reject_entry(self, request_id: str, source: Path, rejection: Rejection) -> None:
+        """Keep a rejected duplicate (or non-file) as ``failed/<id>~<n>.json`` with its
+        reason, leaving any earlier record of that id untouched. No response is written:
+        the id's response belongs to the first request."""
+        target = self.spool.request_path("failed", request_id)
+        if target.exists() or self.spool.response_path(request_id).exists():
+            n = 1
+            while (target := self.spool.duplicate_path(request_id, n)).exists():
+                n += 1
+        os.rename(source, target)
+        self._write_reason(self.spool.reason_path(request_id, target.name), rejection.code,
+                           rejection.reason)
+        self.audit({"time": time.time(), "id": request_id, "outcome": "rejected",
+                    "code": rejection.code, "reason": rejection.reason, "file": target.name})
+
+    def _write_reason(self, path: Path, code: str | None, message: str | None) -> None:
+        files.replace(self.spool.folder("tmp"), path, f"{code}: {message}\n".encode())
+
+    def _write_response(self, claim: Claim, outcome: Outcome) -> None:
+        response = {"v": 1, "id": claim.id, "status": outcome.status, "finished_at": time.time()}
+        if claim.request is not None:
+            response["op"] = claim.request.op
+        if outcome.status == "ok":
+            response["result"] = outcome.result or {}
+        else:
+            response["error"] = {"code": outcome.code, "message": outcome.message}
+        files.replace(self.spool.folder("tmp"), self.spool.response_path(claim.id),
+                      files.dumps(response), mode=0o644, durable=self.durable)
+
+    def _audit_line(self, claim: Claim, outcome: Outcome, extra: dict) -> dict:
+        request = claim.request
+        line = {"time": time.time(), "id": claim.id,
+                "outcome": {"ok": "done", "error": "failed"}.get(outcome.status, outcome.status),
+                "attempts": claim.attempts,
+                "duration": round(time.monotonic() - claim.claimed_at, 6)}
+        if request is not None:
+            line.update(op=request.op, signer=request.signer, user=request.user,
+                        issued_at=request.issued_at)
+        if outcome.status != "ok":
+            line.update(code=outcome.code, reason=outcome.message)
+        elif outcome.result and "slurm_job_id" in outcome.result:
+            line["slurm_job_id"] = outcome.result["slurm_job_id"]
+        line.update(extra)
+        return line
+
+    def audit(self, line: dict) -> None:
+        files.append_line(self.spool.audit_path, line, durable=self.durable)
+
+    # --- scanning, recovery, pruning ----------------------------------------------------
+    def due_deferred(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        ids, _ = self.spool.entries("deferred")
+        due = []
+        for request_id in ids:
+            entry = self.ledger.get(request_id) or {}
+            if (entry.get("next_attempt_at") or 0) <= now:
+                due.append(request_id)
+        return due
+
+    def recover(self, stale_after: float = 600.0) -> list[str]:
+        """Move claims of claimers that are gone back to incoming/ (at-least-once
+        delivery); a claim by a process on another host only once it is ``stale_after``
+        seconds old. Returns the recovered ids."""
+        recovered = []
+        for request_id in self.spool.entries("active")[0]:
+            path = self.spool.request_path("active", request_id)
+            claimer = (self.ledger.get(request_id) or {}).get("claimed_by")
+            gone = claimer_is_gone(claimer) if claimer else None
+            if claimer == self.identity or gone is False:
+                continue
+            try:
+                age = time.time() - os.lstat(path).st_ctime
+            except FileNotFoundError:
+                continue
+            if gone or age > stale_after:
+                if self._requeue(request_id, path):
+                    recovered.append(request_id)
+        return recovered
+
+    def _requeue(self, request_id: str, path: Path) -> bool:
+        try:
+            os.link(path, self.spool.request_path("incoming", request_id), follow_symlinks=False)
+        except FileExistsError:
+            return False  # a newer file under this id waits in incoming/; it will clash
+        except FileNotFoundError:
+            return False
+        os.unlink(path)
+        return True
+
+    def retry(self, request_id: str) -> str:
+        """An admin's retry: move a failed or deferred request back to incoming/ and let
+        the ledger accept it once more. Returns the state it came from."""
+        for state in ("deferred", "failed"):
+            path = self.spool.request_path(state, request_id)
+            if not path.exists():
+                continue
+            entry = self.ledger.get(request_id)
+            if entry is None or entry.get("sha256") is None:
+                raise Rejection("not_retryable", "the daemon never accepted this request "
+                                "(it was rejected); a retry would be rejected again")
+            op = entry.get("op")
+            if state == "failed" and SECRET_FIELDS.get(op):
+                raise Rejection("not_retryable", f"{op}'s secret was removed when it failed; "
+                                "the request must be submitted again")
+            self.ledger.update(request_id, state="retry", next_attempt_at=None)
+            os.rename(path, self.spool.request_path("incoming", request_id))
+            self.spool.reason_path(request_id).unlink(missing_ok=True)
+            self.spool.response_path(request_id).unlink(missing_ok=True)
+            return state
+        raise Rejection("not_found", "no failed or deferred request with that id")
+
+    def prune(self, retention: float, tmp_age: float = 3600.0, max_skew: float = 60.0) -> dict:
+        """Remove done/ and failed/ records and responses older than ``retention``,
+        tmp/ files older than ``tmp_age``, and expired ledger records."""
+        now = time.time()
+        counts = {"done": 0, "failed": 0, "responses": 0, "tmp": 0}
+        for folder, age in (("done", retention), ("failed", retention),
+                            ("responses", retention), ("tmp", tmp_age)):
+            for entry in os.scandir(self.spool.folder(folder)):
+                try:
+                    if now - entry.stat(follow_symlinks=False).st_mtime > age:
+                        if entry.is_dir(follow_symlinks=False):
+                            continue
+                        os.unlink(entry.path)
+                        counts[folder] += 1
+                except FileNotFoundError:
+                    continue
+        counts["ledger"] = self.ledger.prune(max_skew, now)
+        return counts
