@@ -7,6 +7,7 @@ characters Slurm, POSIX and LDAP accept; nothing here is ever interpolated into 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -48,12 +49,12 @@ class Field:
             raise _bad(name, "must be a string", value)
         if not value or len(value) > self.max_length:
             raise _bad(name, f"must be 1 to {self.max_length} characters long", len(value))
-        allowed_controls = "\n\t" if self.multiline else ""
-        if any((ord(c) < 32 and c not in allowed_controls) or ord(c) == 127 for c in value):
+        controls = _CONTROLS_BUT_NEWLINE_TAB if self.multiline else _CONTROLS
+        if controls.search(value):
             raise _bad(name, "must not contain control characters", value)
         if self.choices is not None and value not in self.choices:
             raise _bad(name, f"must be one of {', '.join(self.choices)}", value)
-        if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
+        if self.pattern is not None and _compiled(self.pattern).fullmatch(value) is None:
             raise _bad(name, f"must match {self.pattern}", value)
 
     def _check_number(self, name: str, value: Any) -> None:
@@ -67,6 +68,15 @@ class Field:
             raise _bad(name, f"must be at least {self.minimum:g}", value)
         if self.maximum is not None and value > self.maximum:
             raise _bad(name, f"must be at most {self.maximum:g}", value)
+
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROLS_BUT_NEWLINE_TAB = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
 
 
 def _bad(name: str, rule: str, value: Any) -> Rejection:
