@@ -1,7 +1,7 @@
 """The writer side: what the portal and the Slurm hooks use to drop signed requests.
 
 ``write_request`` is the one writer function (STYLE: create in tmp/ with O_EXCL, write,
-fsync, link into incoming/, fsync the folder, never touch the file again; on any error
+fsync, rename into incoming/, fsync the folder, never touch the file again; on any error
 the tmp file is removed). ``SpoolClient`` wraps it with one method per operation and
 ``wait`` for the daemon's response.
 """
@@ -40,8 +40,7 @@ def write_request(spool: Spool, signer: str, signing_key: SigningKey, op: str, a
     signature = signing_key.sign(canonical(unsigned)).signature
     data = files.dumps({**unsigned, "sig": base64.b64encode(signature).decode()})
     try:
-        files.publish(spool.folder("tmp"), spool.request_path("incoming", request_id), data,
-                      mode=0o640, durable=True)
+        files.deliver(spool.folder("tmp"), spool.request_path("incoming", request_id), data)
     except FileExistsError:
         raise IdClash(f"request id {request_id} is already in incoming/") from None
     return request_id

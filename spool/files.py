@@ -1,8 +1,8 @@
 """Atomic file steps: every file a reader can see under its final name is complete.
 
 The writer's protocol (Maildir's): create a unique file in ``tmp/`` with ``O_EXCL``, write,
-fsync, close, then link or rename it to its final name, fsync that folder, and never touch
-the file again. On any error the tmp file is removed.
+fsync, close, then rename (or link) it to its final name, fsync that folder, and never
+touch the file again. On any error the tmp file is removed.
 """
 
 from __future__ import annotations
@@ -55,6 +55,22 @@ def publish(tmp_dir: Path, final: Path, data: bytes, mode: int = 0o640, durable:
         tmp.unlink(missing_ok=True)
     if durable:
         fsync_dir(final.parent)
+
+
+def deliver(tmp_dir: Path, final: Path, data: bytes, mode: int = 0o640) -> None:
+    """Hand a request to the daemon: write and fsync it in tmp/, rename it into place,
+    fsync the folder. Unlike ``publish`` the file never has two names (the daemon rejects
+    a request with extra hard links); an existing ``final`` is refused beforehand, which
+    for a fresh uuid4 id is a formality, not a race that matters."""
+    if os.path.lexists(final):
+        raise FileExistsError(final)
+    tmp = _write_tmp(tmp_dir, data, mode, durable=True)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(final.parent)
 
 
 def replace(tmp_dir: Path, final: Path, data: bytes, mode: int = 0o640, durable: bool = False) -> None:

@@ -44,9 +44,22 @@ class Ledger:
             return False
         if entry.get("sha256") != digest(raw):
             raise Rejection("replay", "this request id was already used by a different request")
-        if entry.get("state") in FINAL_STATES:
-            raise Rejection("replay", f"this request was already handled ({entry['state']})")
+        if entry.get("state") in FINAL_STATES or self._archived(request_id):
+            raise Rejection("replay", "this request was already handled")
         return True
+
+    def _archived(self, request_id: str) -> bool:
+        return any(self.spool.request_path(state, request_id).exists()
+                   for state in FINAL_STATES)
+
+    def unfinished(self) -> list[dict]:
+        """Records of requests that are claimed, deferred or retried (not yet final)."""
+        found = []
+        for name in os.listdir(self.spool.folder("ledger")):
+            entry = files.read_json(self.spool.folder("ledger") / name)
+            if entry is not None and entry.get("state") not in FINAL_STATES and "id" in entry:
+                found.append(entry)
+        return found
 
     def open(self, request: Request, claimer: str) -> None:
         """Record a newly accepted request; a record appearing meanwhile is a replay race."""

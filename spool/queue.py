@@ -1,11 +1,14 @@
 """The daemon's side of the spool: claim a request, accept or reject it, and end it in
 exactly one of done, failed or deferred, with one response and one audit line.
 
-Claiming is ``link(incoming/x, active/x)`` then ``unlink(incoming/x)``: ``link`` fails if
-``active/x`` exists, so of several daemons only one wins, and a second file under an id
-already in flight can never overwrite the first. After the claim the file is opened with
-``O_NOFOLLOW`` and checked with ``fstat``: a symlink, a directory, a FIFO, a file with
-another hard link or an oversized file is rejected without being read.
+Claiming: open ``incoming/x`` (``O_NOFOLLOW``), take an exclusive ``flock`` on it, then
+``link(incoming/x, active/x)`` and ``unlink(incoming/x)``. The lock is held until the
+request has ended, so of several daemons only one can claim a file, and a claim whose
+claimer died (its locks die with it) is recognised at once and taken back. ``link``
+fails if ``active/x`` exists, so a second file under an id already in flight can never
+overwrite the first. The claimed file is read through the locked descriptor after an
+``fstat``: a symlink, a directory, a FIFO, a file with another hard link or an oversized
+file is rejected without being read.
 
 SECURITY: runs as root on files that an unprivileged portal wrote. It never follows a link,
 never reads more than the size limit, never writes a secret into done/, failed/, a response
@@ -15,8 +18,10 @@ or the audit journal, and never lets a rejected duplicate overwrite an earlier r
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
+import re
 import socket
 import stat
 import time
@@ -60,9 +65,15 @@ class Claim:
 
     id: str
     path: Path
+    fd: int  # open, holding the claim's flock until release()
     claimed_at: float = field(default_factory=time.monotonic)
     request: Request | None = None
     attempts: int = 1
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,41 @@ class Outcome:
         return self.status != "deferred"
 
 
+_NOT_A_FILE = -2
+
+
+def _open_locked(path: Path) -> int | None:
+    """An fd on ``path`` holding an exclusive flock; None if it is gone or another process
+    holds the lock; ``_NOT_A_FILE`` for a symbolic link (never followed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return _NOT_A_FILE
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _read(fd: int) -> tuple[bytes, int]:
+    """The bytes and owner uid of a claimed request, checked through its descriptor."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise Rejection("not_regular", "request is not a regular file")
+    if info.st_nlink != 1:
+        raise Rejection("hard_linked", f"request file has {info.st_nlink} hard links")
+    if info.st_size > MAX_REQUEST_BYTES:
+        raise Rejection("oversize", f"request is {info.st_size} bytes; the limit is "
+                        f"{MAX_REQUEST_BYTES}")
+    return os.pread(fd, MAX_REQUEST_BYTES + 1, 0), info.st_uid
+
+
 class Queue:
     def __init__(self, spool: Spool, verifier: Verifier, durable: bool = True):
         self.spool = spool
@@ -90,28 +136,34 @@ class Queue:
 
     # --- claiming -----------------------------------------------------------------------
     def claim(self, request_id: str, state: str = "incoming") -> Claim | None:
-        """Move ``state/<id>.json`` into ``active/``; None if another claimer was first.
-
-        A non-regular entry (a directory) can't be hard-linked: it goes to failed/ at once.
-        """
+        """Lock ``state/<id>.json`` and move it into ``active/``; None if another claimer
+        holds it or was first. A symlink or directory goes to failed/ at once."""
         source = self.spool.request_path(state, request_id)
         target = self.spool.request_path("active", request_id)
+        fd = _open_locked(source)
+        if fd is None:
+            return None
+        if fd == _NOT_A_FILE:
+            self._reject_entry(request_id, source, Rejection("not_regular", "not a regular file"))
+            return None
         try:
+            if os.lstat(source).st_ino != os.fstat(fd).st_ino:
+                raise FileNotFoundError  # claimed and replaced meanwhile: not ours
             os.link(source, target, follow_symlinks=False)
         except FileNotFoundError:
+            os.close(fd)
             return None
         except FileExistsError:
+            os.close(fd)
             return self._clash(request_id, source, target)
         except OSError as error:
+            os.close(fd)
             if error.errno not in (errno.EPERM, errno.EISDIR):
                 raise
             self._reject_entry(request_id, source, Rejection("not_regular", "not a regular file"))
             return None
-        try:
-            os.unlink(source)
-        except FileNotFoundError:
-            pass
-        return Claim(request_id, target)
+        os.unlink(source)
+        return Claim(request_id, target, fd)
 
     def _clash(self, request_id: str, source: Path, target: Path) -> None:
         """``active/<id>`` exists: another claimer is mid-claim (same inode), or this is a
@@ -127,7 +179,7 @@ class Queue:
 
     def accept(self, claim: Claim) -> Request:
         """Read and verify a claimed file; raise ``Rejection`` with the reason if it fails."""
-        raw, owner = self._read(claim.path)
+        raw, owner = _read(claim.fd)
         again = self.ledger.accepts_again(claim.id, raw)
         request = self.verifier.verify(raw, owner, check_freshness=not again)
         if request.id != claim.id:
@@ -140,32 +192,17 @@ class Queue:
         claim.request = request
         return request
 
-    @staticmethod
-    def _read(path: Path) -> tuple[bytes, int]:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise Rejection("not_regular", "request is a symbolic link") from None
-            raise Rejection("unreadable", f"cannot open request: {error.strerror}") from None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise Rejection("not_regular", "request is not a regular file")
-            if info.st_nlink != 1:
-                raise Rejection("hard_linked", f"request file has {info.st_nlink} hard links")
-            if info.st_size > MAX_REQUEST_BYTES:
-                raise Rejection("oversize", f"request is {info.st_size} bytes; the limit is "
-                                f"{MAX_REQUEST_BYTES}")
-            raw = os.read(fd, MAX_REQUEST_BYTES + 1)
-            return raw, info.st_uid
-        finally:
-            os.close(fd)
-
     # --- ending -------------------------------------------------------------------------
     def complete(self, claim: Claim, outcome: Outcome, audit: dict | None = None) -> None:
         """End a claimed request: done, failed, rejected or deferred. For a final outcome
-        one response and one audit line are written; a deferral only updates the ledger."""
+        one response and one audit line are written; a deferral only updates the ledger.
+        The claim's lock is released last."""
+        try:
+            self._complete(claim, outcome, audit)
+        finally:
+            claim.release()
+
+    def _complete(self, claim: Claim, outcome: Outcome, audit: dict | None) -> None:
         if outcome.status == "deferred":
             self.ledger.update(claim.id, state="deferred", attempts=claim.attempts,
                                next_attempt_at=outcome.retry_at, last_error=outcome.message)
@@ -176,13 +213,13 @@ class Queue:
             return
         state = "done" if outcome.status == "ok" else "failed"
         self._write_response(claim, outcome)
-        self._archive(claim, state)
         if outcome.status != "ok":
             self._write_reason(self.spool.reason_path(claim.id), outcome.code, outcome.message)
+        self._archive(claim, state)  # the commit point: recovery rolls forward from here
+        self.audit(self._audit_line(claim, outcome, audit or {}))
         if claim.request is not None:
             self.ledger.update(claim.id, state=state, attempts=claim.attempts,
                                finished_at=time.time(), last_error=outcome.message)
-        self.audit(self._audit_line(claim, outcome, audit or {}))
 
     def _has_record(self, request_id: str, outcome: Outcome) -> bool:
         """A rejected file whose id already has a record must not overwrite it."""
@@ -261,34 +298,68 @@ class Queue:
         return due
 
     def recover(self, stale_after: float = 600.0) -> list[str]:
-        """Move claims of claimers that are gone back to incoming/ (at-least-once
-        delivery); a claim by a process on another host only once it is ``stale_after``
-        seconds old. Returns the recovered ids."""
+        """Move claims nobody holds any more (their claimer died, and its lock with it)
+        back to incoming/: at-least-once delivery. Requests a dead claimer had already
+        archived get the audit line and ledger state it did not write (a claimer on
+        another host counts as dead once its claim is ``stale_after`` seconds old).
+        Returns the ids moved back."""
         recovered = []
         for request_id in self.spool.entries("active")[0]:
             path = self.spool.request_path("active", request_id)
-            claimer = (self.ledger.get(request_id) or {}).get("claimed_by")
-            gone = claimer_is_gone(claimer) if claimer else None
-            if claimer == self.identity or gone is False:
+            fd = _open_locked(path)
+            if fd is None or fd == _NOT_A_FILE:
                 continue
             try:
-                age = time.time() - os.lstat(path).st_ctime
-            except FileNotFoundError:
+                os.link(path, self.spool.request_path("incoming", request_id), follow_symlinks=False)
+                os.unlink(path)
+                recovered.append(request_id)
+            except (FileExistsError, FileNotFoundError):
+                pass  # a newer file under this id waits in incoming/: it will clash
+            finally:
+                os.close(fd)
+        for entry in self.ledger.unfinished():
+            request_id = entry["id"]
+            if os.path.lexists(self.spool.request_path("active", request_id)):
                 continue
-            if gone or age > stale_after:
-                if self._requeue(request_id, path):
-                    recovered.append(request_id)
+            archived = [s for s in ("done", "failed")
+                        if os.path.exists(self.spool.request_path(s, request_id))]
+            if archived and self._claimer_is_dead(entry, stale_after):
+                self._roll_forward(entry, archived[0])
         return recovered
 
-    def _requeue(self, request_id: str, path: Path) -> bool:
-        try:
-            os.link(path, self.spool.request_path("incoming", request_id), follow_symlinks=False)
-        except FileExistsError:
-            return False  # a newer file under this id waits in incoming/; it will clash
-        except FileNotFoundError:
+    def _claimer_is_dead(self, entry: dict, stale_after: float) -> bool:
+        claimer = entry.get("claimed_by")
+        if claimer == self.identity:
             return False
-        os.unlink(path)
-        return True
+        gone = claimer_is_gone(claimer) if claimer else None
+        if gone is not None:
+            return gone
+        return time.time() - entry.get("first_claimed_at", 0) > stale_after
+
+    def _roll_forward(self, entry: dict, state: str) -> None:
+        """Finish the bookkeeping of a request archived by a claimer that died after its
+        commit point: the audit line (from the response) and the final ledger state."""
+        response = files.read_json(self.spool.response_path(entry["id"])) or {}
+        error = response.get("error") or {}
+        line = {"time": time.time(), "id": entry["id"], "op": entry.get("op"),
+                "signer": entry.get("signer"), "outcome": state, "attempts": entry.get("attempts"),
+                "recovered": True}
+        if error:
+            line.update(code=error.get("code"), reason=error.get("message"))
+        if entry["id"] not in self._recent_audit_ids():
+            self.audit(line)
+        self.ledger.update(entry["id"], state=state, finished_at=time.time())
+
+    def _recent_audit_ids(self, tail_bytes: int = 4 << 20) -> set[str]:
+        """Ids in the journal's last few MiB: a request the dead claimer finished just
+        before it died has its line there, and must not get a second one."""
+        try:
+            with open(self.spool.audit_path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - tail_bytes))
+                tail = f.read()
+        except FileNotFoundError:
+            return set()
+        return {m.decode() for m in re.findall(rb'"id":"([0-9a-f]{32})"', tail)}
 
     def retry(self, request_id: str) -> str:
         """An admin's retry: move a failed or deferred request back to incoming/ and let

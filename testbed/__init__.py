@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed import ldap, mattermost, procs, slurm, users
+from testbed import carme, ldap, mattermost, procs, slurm, users
 
 
 def free_port() -> int:
@@ -89,6 +89,7 @@ class Testbed:
         ldap.up(self.ldap_settings(), test_users)
         self.start_mattermost(test_users)
         description = self._describe(test_users)
+        description["carme"] = self._write_backend()
         self.description_path.write_text(json.dumps(description, indent=2))
         self._write_env(description)
         return description
@@ -170,8 +171,25 @@ class Testbed:
             "images": [],
         }
 
+    def _write_backend(self) -> dict:
+        """A ready daemon config and client keys under ``DIR/carme``."""
+        root, key_dir = self.base / "carme", self.base / "carme" / "keys"
+        config = carme.write_backend(root, key_dir)
+        return {"config": str(config), "spool": str(root / "spool"), "keys": str(key_dir),
+                "log": str(root / "backend.log")}
+
     def _write_env(self, description: dict) -> None:
-        exports = {"SLURM_CONF": description["slurm"]["conf"], "CARME_TESTBED_DIR": str(self.base)}
+        backend = description["carme"]
+        keys = Path(backend["keys"])
+        exports = {
+            "SLURM_CONF": description["slurm"]["conf"],
+            "CARME_TESTBED_DIR": str(self.base),
+            "CARME_CONFIG": backend["config"],
+            "CARME_SPOOL": backend["spool"],
+            "CARME_SIGNER": "frontend",
+            "CARME_KEY": str(keys / "frontend.key"),
+            "CARME_SEAL_TO": str(keys / "seal.pub"),
+        }
         lines = [f"export {key}={shlex.quote(value)}" for key, value in exports.items()]
         (self.base / "env.sh").write_text("\n".join(lines) + "\n")
 

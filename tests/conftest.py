@@ -72,3 +72,82 @@ def wait_for_state(job_id: int, states: set[str], env: dict, timeout: float = 30
             return state
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} is {state}, not one of {states} after {timeout}s")
+
+
+class RunningDaemon:
+    """A real ``carme-backend run`` process on a spool of its own."""
+
+    def __init__(self, root: Path, config: Path, description: dict):
+        self.root, self.config, self.description = root, config, description
+        self.spool_dir = root / "spool"
+        self.key_dir = Path(description["carme"]["keys"])
+        self.process: subprocess.Popen | None = None
+
+    def client(self, signer: str = "frontend"):
+        from carme.spool import SpoolClient
+        return SpoolClient(self.spool_dir, signer, self.key_dir / f"{signer}.key",
+                           seal_to=self.key_dir / "seal.pub")
+
+    def start(self, wait: bool = True) -> "RunningDaemon":
+        self.process = subprocess.Popen(
+            [str(Path(os.sys.executable).parent / "carme-backend"), "--config", str(self.config), "run"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env={**os.environ, "SLURM_CONF": self.description["slurm"]["conf"]})
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        status = self.spool_dir / "status.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited {self.process.returncode}: "
+                                     f"{self.process.stderr.read().decode()}")
+            try:
+                if f'"pid":{self.process.pid},' in status.read_text():
+                    return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("daemon did not write its heartbeat")
+
+    def stop(self, sig=None, timeout: float = 60) -> int:
+        import signal as signals
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig or signals.SIGTERM)
+        return self.process.wait(timeout)
+
+    def log(self) -> str:
+        path = self.root / "backend.log"
+        return path.read_text() if path.exists() else ""
+
+    def audit(self) -> list[dict]:
+        import json
+        path = self.spool_dir / "audit.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def make_daemon(description, tmp_path):
+    """Factory: ``make_daemon(sections={...})`` writes a config for a fresh spool (the
+    testbed's keys and services) and returns a RunningDaemon (not yet started)."""
+    from testbed.carme import write_backend
+    made: list[RunningDaemon] = []
+
+    def factory(sections: dict | None = None, name: str = "backend") -> RunningDaemon:
+        root = tmp_path / name
+        config = write_backend(root, Path(description["carme"]["keys"]), sections)
+        daemon = RunningDaemon(root, config, description)
+        made.append(daemon)
+        return daemon
+
+    yield factory
+    for daemon in made:
+        daemon.stop()
+
+
+@pytest.fixture
+def daemon(make_daemon) -> RunningDaemon:
+    return make_daemon().start()

@@ -214,8 +214,8 @@ def test_replayed_file_is_archived_without_touching_the_original(kit):
 def test_redelivery_after_a_crash_is_accepted_once(kit):
     request_id = write(kit, ttl=60)
     queue, claim, _ = accept_one(kit, request_id)
-    # pretend the claimer died: a new queue (another identity) recovers the claim
-    queue.ledger.update(request_id, claimed_by="elsewhere:1:1")
+    # the claimer dies: its lock goes with it, and a successor takes the claim back
+    claim.release()
     successor = Queue(kit.spool, kit.verifier(), durable=False)
     assert successor.recover(stale_after=0) == [request_id]
     claim = successor.claim(request_id)
@@ -257,9 +257,11 @@ def test_two_concurrent_claimers_never_both_win(kit):
 def test_symlink_fifo_hardlink_and_directory_are_never_read(kit, tmp_path):
     secret = tmp_path / "secret.json"
     secret.write_text(json.dumps(_signed_obj(kit)))
+    queue = Queue(kit.spool, kit.verifier(), durable=False)
     link_id = os.urandom(16).hex()
     os.symlink(secret, kit.spool.request_path("incoming", link_id))
-    assert reject_reason(kit, link_id) == "not_regular"
+    assert queue.claim(link_id) is None
+    assert kit.spool.reason_path(link_id).read_text().startswith("not_regular")
     fifo_id = os.urandom(16).hex()
     os.mkfifo(kit.spool.request_path("incoming", fifo_id))
     assert reject_reason(kit, fifo_id) == "not_regular"
@@ -268,7 +270,6 @@ def test_symlink_fifo_hardlink_and_directory_are_never_read(kit, tmp_path):
     assert reject_reason(kit, hard_id) == "hard_linked"
     dir_id = os.urandom(16).hex()
     kit.spool.request_path("incoming", dir_id).mkdir()
-    queue = Queue(kit.spool, kit.verifier(), durable=False)
     assert queue.claim(dir_id) is None
     assert "not_regular" in kit.spool.reason_path(dir_id).read_text()
 
@@ -282,10 +283,9 @@ def test_stray_names_are_reported_not_listed(kit):
 WRITER_KILLED_SCRIPT = """
 import os, sys, time
 from carme.spool import files
-real_link = os.link
-def slow_link(*a, **k):
+def slow_rename(*a, **k):
     print("in tmp", flush=True); time.sleep(60)
-os.link = slow_link
+os.rename = slow_rename
 from carme.spool import write_request, keys
 from carme.spool.layout import Spool
 write_request(Spool(sys.argv[1]), "frontend", keys.load_signing_key(sys.argv[2]), "ping", {})
@@ -305,9 +305,9 @@ def test_writer_killed_between_tmp_and_rename_leaves_nothing_in_incoming(kit):
 
 
 def test_writer_removes_its_tmp_file_on_error(kit, monkeypatch):
-    def broken_link(*args, **kwargs):
+    def broken_rename(*args, **kwargs):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(os, "link", broken_link)
+    monkeypatch.setattr(os, "rename", broken_rename)
     with pytest.raises(OSError):
         write(kit)
     assert list(kit.spool.folder("tmp").iterdir()) == []

@@ -1,0 +1,62 @@
+"""A ready carme-backend for the testbed: keys, a spool, and ``DIR/carme/backend.toml``.
+
+``write_backend`` is also what tests call to get a daemon config for a spool of their own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from carme.spool import keys
+from carme.spool.layout import Spool
+from carme.spool.schema import OPERATIONS
+
+PORTAL_OPS = sorted(op for op in OPERATIONS if op != "job_event")
+
+
+def make_keys(key_dir: Path) -> None:
+    key_dir.mkdir(parents=True, exist_ok=True)
+    key_dir.chmod(0o700)
+    for signer in ("frontend", "hooks", "admin"):
+        if not (key_dir / f"{signer}.key").exists():
+            keys.generate_signer(key_dir, signer)
+    if not (key_dir / "seal.key").exists():
+        keys.generate_seal(key_dir)
+
+
+def _toml(value) -> str:
+    return json.dumps(value)  # JSON strings, numbers, bools and lists are valid TOML
+
+
+def backend_toml(spool: Path, key_dir: Path, log_file: Path, sections: dict[str, dict]) -> str:
+    """The config text; ``sections`` adds or overrides tables (e.g. {"daemon": {"workers": 2}})."""
+    tables: dict[str, dict] = {
+        "spool": {"path": str(spool), "rescan_interval": 1.0},
+        "daemon": {"workers": 4, "heartbeat_interval": 1.0},
+        "retry": {"initial_delay": 0.5, "max_delay": 5.0, "max_age": 120.0},
+        "logging": {"level": 10, "file": str(log_file)},
+        "keys": {"seal_private": str(key_dir / "seal.key")},
+        "signers.frontend": {"public_key": str(key_dir / "frontend.pub"), "ops": PORTAL_OPS},
+        "signers.hooks": {"public_key": str(key_dir / "hooks.pub"), "ops": ["job_event"],
+                          "max_ttl": 7 * 86400},
+        "signers.admin": {"public_key": str(key_dir / "admin.pub"), "ops": sorted(OPERATIONS)},
+    }
+    for name, table in sections.items():
+        tables[name] = {**tables.get(name, {}), **table}
+    lines = []
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {_toml(value)}" for key, value in table.items())
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_backend(root: Path, key_dir: Path, sections: dict[str, dict] | None = None) -> Path:
+    """Write ``root/backend.toml`` for a spool at ``root/spool``; return the config path."""
+    root.mkdir(parents=True, exist_ok=True)
+    make_keys(key_dir)
+    path = root / "backend.toml"
+    path.write_text(backend_toml(root / "spool", key_dir, root / "backend.log", sections or {}))
+    Spool(root / "spool").create()
+    return path
