@@ -149,13 +149,15 @@ class Queue:
         try:
             if os.lstat(source).st_ino != os.fstat(fd).st_ino:
                 raise FileNotFoundError  # claimed and replaced meanwhile: not ours
-            os.link(source, target, follow_symlinks=False)
+            self._link_claim(fd, source, target)
         except FileNotFoundError:
             os.close(fd)
             return None
         except FileExistsError:
             os.close(fd)
-            return self._clash(request_id, source, target)
+            self._reject_entry(request_id, source,
+                               Rejection("replay", "a request with this id is already in flight"))
+            return None
         except OSError as error:
             os.close(fd)
             if error.errno not in (errno.EPERM, errno.EISDIR):
@@ -165,17 +167,17 @@ class Queue:
         os.unlink(source)
         return Claim(request_id, target, fd)
 
-    def _clash(self, request_id: str, source: Path, target: Path) -> None:
-        """``active/<id>`` exists: another claimer is mid-claim (same inode), or this is a
-        second file under an id that is in flight (a replay): reject that one."""
+    @staticmethod
+    def _link_claim(fd: int, source: Path, target: Path) -> None:
+        """``link(source, target)``. A ``target`` that is this very file is what a claimer
+        killed between its link and unlink left behind: we hold the lock, so it is stale."""
         try:
-            if os.lstat(source).st_ino == os.lstat(target).st_ino:
-                return None
-        except FileNotFoundError:
-            return None
-        self._reject_entry(request_id, source,
-                           Rejection("replay", "a request with this id is already in flight"))
-        return None
+            os.link(source, target, follow_symlinks=False)
+        except FileExistsError:
+            if os.lstat(target).st_ino != os.fstat(fd).st_ino:
+                raise
+            os.unlink(target)
+            os.link(source, target, follow_symlinks=False)
 
     def accept(self, claim: Claim) -> Request:
         """Read and verify a claimed file; raise ``Rejection`` with the reason if it fails."""
@@ -310,11 +312,11 @@ class Queue:
             if fd is None or fd == _NOT_A_FILE:
                 continue
             try:
-                os.link(path, self.spool.request_path("incoming", request_id), follow_symlinks=False)
+                self._link_claim(fd, path, self.spool.request_path("incoming", request_id))
                 os.unlink(path)
                 recovered.append(request_id)
             except (FileExistsError, FileNotFoundError):
-                pass  # a newer file under this id waits in incoming/: it will clash
+                pass  # a different file under this id waits in incoming/: it will clash
             finally:
                 os.close(fd)
         for entry in self.ledger.unfinished():

@@ -418,3 +418,11 @@ def test_compat_facade_returns_what_the_original_returned(kit):
     finally:
         stop.set()
         thread.join()
+
+
+def test_a_claim_killed_between_link_and_unlink_is_taken_over(kit):
+    request_id = write(kit)
+    os.link(kit.spool.request_path("incoming", request_id), kit.spool.request_path("active", request_id))
+    queue, claim, request = accept_one(kit, request_id)
+    assert request.id == request_id
+    assert kit.spool.entries("incoming") == ([], [])

@@ -1,0 +1,39 @@
+"""The shipped example config parses, and config errors name the file and the key."""
+
+from pathlib import Path
+
+import pytest
+
+from carme.daemon import config as configuration
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "backend.toml"
+
+
+def test_the_example_config_parses_with_every_documented_default(tmp_path):
+    # the example names the portal's user "carme", which this test machine need not have
+    copy = tmp_path / "backend.toml"
+    copy.write_text(EXAMPLE.read_text().replace('owners = ["carme"]', 'owners = ["root"]'))
+    config = configuration.load(copy)
+    assert config.spool == configuration.SpoolConfig()
+    assert config.daemon == configuration.DaemonConfig()
+    assert config.retry == configuration.RetryConfig()
+    assert set(config.signers) == {"frontend", "hooks"}
+
+
+@pytest.mark.parametrize("text,message", [
+    ('[spool]\npath = 3\n', "[spool] path: expected a path string"),
+    ('[daemon]\nworkers = "4"\n', "[daemon] workers: expected an integer"),
+    ('[daemon]\nwokers = 4\n', "[daemon]: unknown key(s) wokers"),
+    ('[mystery]\n', "unknown section(s) mystery"),
+    ('[signers.x]\npublic_key = "/k"\nops = ["fly"]\n', "[signers.x] ops: unknown operation(s) fly"),
+    ('[signers.x]\nops = ["ping"]\n', "[signers.x]: missing required key 'public_key'"),
+    ('[logging]\nlevel = 25\n', "[logging] level: must be 10, 20, 30 or 40"),
+    ('x = \n', "not valid TOML"),
+])
+def test_errors_name_the_file_and_the_key(tmp_path, text, message):
+    path = tmp_path / "backend.toml"
+    signers = '\n[signers.ok]\npublic_key = "/k.pub"\nops = ["ping"]\n' if "signers" not in text else ""
+    path.write_text(text + signers)
+    with pytest.raises(configuration.ConfigError) as info:
+        configuration.load(path)
+    assert str(path) in str(info.value) and message in str(info.value)
