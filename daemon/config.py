@@ -87,11 +87,9 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
     signers: dict[str, SignerConfig] = field(default_factory=dict)
-    #: sections the operations of later issues read; validated by their own dataclasses
+    #: the services' sections present in the file ([slurm], ...), each parsed by the
+    #: dataclass its module registered; a service without its section is not set up
     extra: dict[str, object] = field(default_factory=dict)
-
-    def section(self, name: str):
-        return self.extra[name]
 
 
 #: Sections other modules add (slurm, mattermost, ldap, notify): name -> dataclass.
@@ -198,8 +196,8 @@ def load(path: Path) -> Config:
         signers[name] = parse_section(SignerConfig, table, f"{path}: [signers.{name}]")
     if not signers:
         raise ConfigError(f"{path}: no [signers.NAME] section: nobody could send a request")
-    extra = {name: parse_section(cls, data.get(name, {}), f"{path}: [{name}]")
-             for name, cls in EXTRA_SECTIONS.items()}
+    extra = {name: parse_section(cls, data[name], f"{path}: [{name}]")
+             for name, cls in EXTRA_SECTIONS.items() if name in data}
     config = Config(path, signers=signers, extra=extra, **parts)
     _check_values(config)
     return config

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from carme.daemon.slurm import settings as _slurm_settings  # noqa: F401  (registers [slurm])
 from carme.spool import __version__
 from carme.spool.envelope import Request
 

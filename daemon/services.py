@@ -1,11 +1,30 @@
 """The connections the operations use — Slurm, Mattermost, LDAP — built from the config.
 
-Each service offers ``health()`` (a short word for status.json) and is built only when its
-section is configured, so a site can run carme-backend without, say, LDAP.
+Each is built only when its section is in the config, so a site can run carme-backend
+without, say, LDAP; each answers ``health()`` with a short word for status.json.
 """
 
 from __future__ import annotations
 
+from carme.daemon.slurm.cli import CliBackend
+
+
+class SlurmService:
+    def __init__(self, backend):
+        self.backend = backend
+        self.name = backend.name
+
+    def ping(self) -> bool:
+        return self.backend.ping()
+
+    def health(self) -> str:
+        return f"{self.name}:{'up' if self.ping() else 'down'}"
+
 
 def build(config) -> dict:
-    return {}
+    services = {}
+    slurm = config.extra.get("slurm")
+    if slurm is not None:
+        services["slurm"] = SlurmService(
+            CliBackend(slurm.conf or None, timeout=slurm.timeout, bin_dir=slurm.bin_dir))
+    return services

@@ -174,7 +174,7 @@ class Testbed:
     def _write_backend(self) -> dict:
         """A ready daemon config and client keys under ``DIR/carme``."""
         root, key_dir = self.base / "carme", self.base / "carme" / "keys"
-        config = carme.write_backend(root, key_dir)
+        config = carme.write_backend(root, key_dir, {"slurm": {"conf": str(self.slurm_settings().conf)}})
         return {"config": str(config), "spool": str(root / "spool"), "keys": str(key_dir),
                 "log": str(root / "backend.log")}
 

@@ -138,6 +138,7 @@ def make_daemon(description, tmp_path):
 
     def factory(sections: dict | None = None, name: str = "backend") -> RunningDaemon:
         root = tmp_path / name
+        sections = {"slurm": {"conf": description["slurm"]["conf"]}, **(sections or {})}
         config = write_backend(root, Path(description["carme"]["keys"]), sections)
         daemon = RunningDaemon(root, config, description)
         made.append(daemon)

@@ -1,0 +1,83 @@
+"""The one interface every Slurm backend implements, and the errors it raises.
+
+A backend raises ``SlurmTransient`` when trying again later may work (controller
+unreachable, timeout) and ``SlurmPermanent`` when it will not (invalid partition, user,
+GRES, job id, permission). Only the backend modules know how Slurm phrases these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class SlurmError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class SlurmTransient(SlurmError):
+    """Controller unreachable, timed out, busy: try again later."""
+
+
+class SlurmPermanent(SlurmError):
+    """Slurm refused: the same request will be refused again."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    job_id: int
+    name: str
+    user: str
+    state: str  # PENDING, RUNNING, COMPLETED, ...
+    comment: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+#: States of a job that still holds (or waits for) resources.
+ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED",
+                           "REQUEUED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"})
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Everything a submit needs; the job script is rendered before the backend sees it."""
+
+    user: str
+    script: str
+    name: str
+    partition: str
+    nodes: int
+    gres: str | None  # e.g. "gpu:a100:2"
+    time_limit: int | None  # minutes
+    comment: str
+    workdir: str
+    output: str
+
+
+class SlurmBackend(Protocol):
+    name: str
+
+    def submit(self, job: Submission) -> int:
+        """Submit ``job`` as ``job.user``; return the Slurm job id."""
+
+    def find(self, user: str, name: str) -> list[JobInfo]:
+        """Jobs of ``user`` named ``name`` that Slurm still knows."""
+
+    def job(self, job_id: int) -> JobInfo | None:
+        """One job, or None if Slurm does not know it (any more)."""
+
+    def cancel(self, job_id: int) -> None:
+        """Cancel a job; a job already gone is not an error."""
+
+    def trigger(self, job_id: int, event: str, program: list[str], offset_seconds: int = 0) -> None:
+        """Set a one-shot trigger: ``event`` "fini" (job ended) or "time" (``offset_seconds``
+        before its time limit); ``program`` runs with the job id appended."""
+
+    def ping(self) -> bool:
+        """True if the controller answers."""
