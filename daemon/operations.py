@@ -13,24 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from carme.daemon.errors import Permanent
 from carme.daemon.slurm import settings as _slurm_settings  # noqa: F401  (registers [slurm])
 from carme.spool import __version__
 from carme.spool.envelope import Request
-
-
-class OperationError(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class Transient(OperationError):
-    """Try again later: a service is down, busy or timed out."""
-
-
-class Permanent(OperationError):
-    """Never going to work as asked: bad input, not allowed, unknown thing."""
 
 
 @dataclass

@@ -29,7 +29,8 @@ from watchdog.observers.polling import PollingObserver
 
 from carme.daemon import checks, config as configuration, logs, sdnotify, services
 from carme.daemon.dispatch import KeyedExecutor
-from carme.daemon.operations import HANDLERS, Context, Permanent, Transient, key_of
+from carme.daemon.errors import Permanent, Transient
+from carme.daemon.operations import HANDLERS, Context, key_of
 from carme.spool import __version__, files
 from carme.spool.errors import Rejection
 from carme.spool.layout import Spool

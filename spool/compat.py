@@ -17,7 +17,7 @@ from carme.spool.client import SpoolClient
 
 log = logging.getLogger(__name__)
 
-FAILED = 1  # what the original's os.system() returned in spirit: non-zero
+FAILED = 1  # the original returned its shell command's non-zero exit status
 
 
 class CarmeBackend:

@@ -10,19 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-
-class SlurmError(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+from carme.daemon.errors import Permanent, Transient
 
 
-class SlurmTransient(SlurmError):
+class SlurmTransient(Transient):
     """Controller unreachable, timed out, busy: try again later."""
 
 
-class SlurmPermanent(SlurmError):
+class SlurmPermanent(Permanent):
     """Slurm refused: the same request will be refused again."""
 
 
