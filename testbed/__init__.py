@@ -85,9 +85,13 @@ class Testbed:
         self.base.chmod(0o755)  # jobs run as the test users must reach files below
         values = self._secrets()
         test_users = users.ensure_users(values["users"])
-        slurm.up(self.slurm_settings())
-        ldap.up(self.ldap_settings(), test_users)
-        self.start_mattermost(test_users)
+        try:
+            slurm.up(self.slurm_settings())
+            ldap.up(self.ldap_settings(), test_users)
+            self.start_mattermost(test_users)
+        except BaseException:
+            self.down()  # never leave a half-up testbed behind (see log/ for why)
+            raise
         description = self._describe(test_users)
         description["carme"] = self._write_backend()
         self.description_path.write_text(json.dumps(description, indent=2))
