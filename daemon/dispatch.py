@@ -38,10 +38,6 @@ class KeyedExecutor:
                 self._runnable.append(key)
                 self._ready.notify()
 
-    @property
-    def pending(self) -> int:
-        return self._pending
-
     def _work(self) -> None:
         while True:
             with self._lock:

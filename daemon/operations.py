@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from carme.daemon.errors import Permanent
 from carme.daemon.slurm import settings as _slurm_settings  # noqa: F401  (registers [slurm])
 from carme.spool import __version__
 from carme.spool.envelope import Request
@@ -28,12 +27,6 @@ class Context:
     spool: object
     services: dict = field(default_factory=dict)
     started: float = field(default_factory=time.time)
-
-    def service(self, name: str):
-        try:
-            return self.services[name]
-        except KeyError:
-            raise Permanent("not_configured", f"this daemon has no {name} configured") from None
 
 
 Handler = Callable[[Context, Request], dict]

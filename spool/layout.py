@@ -32,7 +32,6 @@ _REQUEST_NAME = re.compile(r"(?P<id>[0-9a-f]{32})\.json")
 #: replay) is kept as ``<id>~<n>.json`` so it never overwrites that record; reasons sit
 #: beside each as ``.reason``.
 _FAILED_EXTRA = re.compile(r"[0-9a-f]{32}(?:~[0-9]{1,20})?\.reason|[0-9a-f]{32}~[0-9]{1,20}\.json")
-_JOB_NAME = re.compile(r"(?P<id>[1-9][0-9]{0,18})\.json")
 
 STATES = ("incoming", "active", "deferred", "done", "failed")
 FOLDERS = ("tmp", *STATES, "responses", "jobs", "ledger")
@@ -77,11 +76,6 @@ class Spool:
     def ledger_path(self, request_id: str) -> Path:
         return self.folder("ledger") / f"{_checked(request_id)}.json"
 
-    def job_path(self, slurm_job_id: int) -> Path:
-        if not isinstance(slurm_job_id, int) or isinstance(slurm_job_id, bool) or slurm_job_id < 1:
-            raise ValueError(f"not a Slurm job id: {slurm_job_id!r}")
-        return self.folder("jobs") / f"{slurm_job_id}.json"
-
     @property
     def audit_path(self) -> Path:
         return self.root / "audit.jsonl"
@@ -104,13 +98,6 @@ class Spool:
             elif not (state == "failed" and _FAILED_EXTRA.fullmatch(name)):
                 strays.append(name)
         return ids, strays
-
-    def job_ids(self) -> list[int]:
-        try:
-            names = os.listdir(self.folder("jobs"))
-        except FileNotFoundError:
-            return []
-        return sorted(int(m.group("id")) for n in names if (m := _JOB_NAME.fullmatch(n)))
 
     # --- creation -----------------------------------------------------------------------
     def create(self, writer_gid: int | None = None) -> None:

@@ -86,10 +86,6 @@ class Outcome:
     message: str | None = None
     retry_at: float | None = None
 
-    @property
-    def final(self) -> bool:
-        return self.status != "deferred"
-
 
 _NOT_A_FILE = -2
 

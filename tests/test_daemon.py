@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
 
 from carme.spool import keys, write_request
 from carme.spool.envelope import canonical

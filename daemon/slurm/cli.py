@@ -8,7 +8,6 @@ that runs a command.
 
 from __future__ import annotations
 
-import os
 import pwd
 import re
 import subprocess
@@ -177,6 +176,3 @@ class CliBackend:
 def _is_fatal(stderr: str) -> bool:
     return any(re.search(p, stderr, re.IGNORECASE) for p, _, _ in ERROR_PATTERNS)
 
-
-def available() -> bool:
-    return os.path.exists("/usr/bin/sbatch")
