@@ -6,16 +6,30 @@ without, say, LDAP; each answers ``health()`` with a short word for status.json.
 
 from __future__ import annotations
 
+import threading
+import time
+
 from carme.daemon.slurm.cli import CliBackend
 
 
 class SlurmService:
-    def __init__(self, backend):
+    """The Slurm backend, with its controller's health remembered for ``health_ttl``
+    seconds: a flood of ``ping`` requests and the heartbeat share one ``scontrol ping``."""
+
+    def __init__(self, backend, health_ttl: float = 2.0):
         self.backend = backend
         self.name = backend.name
+        self.health_ttl = health_ttl
+        self._lock = threading.Lock()
+        self._checked_at = float("-inf")
+        self._up = False
 
     def ping(self) -> bool:
-        return self.backend.ping()
+        with self._lock:
+            if time.monotonic() - self._checked_at >= self.health_ttl:
+                self._up = self.backend.ping()
+                self._checked_at = time.monotonic()
+            return self._up
 
     def health(self) -> str:
         return f"{self.name}:{'up' if self.ping() else 'down'}"

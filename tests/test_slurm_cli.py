@@ -128,3 +128,21 @@ def test_daemon_ping_reports_slurm_up(daemon):
     client = daemon.client()
     result = client.wait(client.ping(), 30)["result"]
     assert (result["slurm"], result["slurm_backend"]) == ("up", "cli")
+
+
+def test_service_shares_one_controller_check_between_pings():
+    from carme.daemon.services import SlurmService
+
+    class CountingBackend:
+        name = "counting"
+        calls = 0
+
+        def ping(self):
+            self.calls += 1
+            return True
+
+    backend = CountingBackend()
+    service = SlurmService(backend, health_ttl=60)
+    assert all(service.ping() for _ in range(100))
+    assert backend.calls == 1
+    assert service.health() == "counting:up"
