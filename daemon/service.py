@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 
-from watchdog.events import FileSystemEventHandler
+from watchdog.events import FileCreatedEvent, FileMovedEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
@@ -41,8 +41,7 @@ MAINTENANCE_INTERVAL = 60.0
 
 
 class _Wake(FileSystemEventHandler):
-    """A file arrived in incoming/ (written there, or renamed in): wake the scanner. Other
-    events (our own listing, claiming) must not, or every scan would cause another."""
+    """A file arrived in incoming/ (written there, or renamed in): wake the scanner."""
 
     def __init__(self, wakeups: queue.Queue):
         self.wakeups = wakeups
@@ -135,7 +134,9 @@ class Daemon:
 
     def _start_observer(self):
         observer = PollingObserver(timeout=1.0) if self.config.spool.observer == "polling" else Observer()
-        observer.schedule(_Wake(self.wakeups), str(self.spool.folder("incoming")), recursive=False)
+        # only arrivals: the kernel then never reports our own listing and unlinking
+        observer.schedule(_Wake(self.wakeups), str(self.spool.folder("incoming")), recursive=False,
+                          event_filter=[FileCreatedEvent, FileMovedEvent])
         observer.daemon = True
         observer.start()
         return observer
@@ -223,8 +224,7 @@ class Daemon:
 
     def _deferral(self, claim: Claim, error: Transient) -> Outcome:
         retry = self.config.retry
-        entry = self.queue.ledger.get(claim.id) or {}
-        age = time.time() - entry.get("first_claimed_at", time.time())
+        age = time.time() - (claim.entry or {}).get("first_claimed_at", time.time())
         if age >= retry.max_age:
             return Outcome("error", code=error.code,
                            message=f"{error.message} (still failing after {age:.0f}s, "

@@ -51,12 +51,14 @@ class Spool:
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "_folders", {name: self.root / name for name in FOLDERS})
 
     # --- folders and files --------------------------------------------------------------
     def folder(self, name: str) -> Path:
-        if name not in FOLDERS:
-            raise ValueError(f"no spool folder {name!r}")
-        return self.root / name
+        try:
+            return self._folders[name]
+        except KeyError:
+            raise ValueError(f"no spool folder {name!r}") from None
 
     def request_path(self, state: str, request_id: str) -> Path:
         return self.folder(state) / f"{_checked(request_id)}.json"

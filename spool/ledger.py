@@ -24,6 +24,11 @@ from carme.spool.layout import Spool
 FINAL_STATES = ("done", "failed")
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    with os.fdopen(fd, "wb", closefd=True) as f:
+        f.write(data)
+
+
 def digest(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
@@ -35,18 +40,18 @@ class Ledger:
     def get(self, request_id: str) -> dict | None:
         return files.read_json(self.spool.ledger_path(request_id))
 
-    def accepts_again(self, request_id: str, raw: bytes) -> bool:
-        """True if ``raw`` is a request this ledger accepted before and has not finished
-        (a redelivery after a crash, a deferred retry, or an admin's retry); False if the
-        id is new. Raises ``Rejection("replay")`` for anything else under a known id."""
+    def accepted_before(self, request_id: str, raw: bytes) -> dict | None:
+        """The record of ``raw`` if this ledger accepted it before and it has not finished
+        (a redelivery after a crash, a deferred retry, or an admin's retry); None if the id
+        is new. Raises ``Rejection("replay")`` for anything else under a known id."""
         entry = self.get(request_id)
         if entry is None:
-            return False
+            return None
         if entry.get("sha256") != digest(raw):
             raise Rejection("replay", "this request id was already used by a different request")
         if entry.get("state") in FINAL_STATES or self._archived(request_id):
             raise Rejection("replay", "this request was already handled")
-        return True
+        return entry
 
     def _archived(self, request_id: str) -> bool:
         return any(self.spool.request_path(state, request_id).exists()
@@ -61,23 +66,33 @@ class Ledger:
                 found.append(entry)
         return found
 
-    def open(self, request: Request, claimer: str) -> None:
+    def open(self, request: Request, claimer: str) -> dict:
         """Record a newly accepted request; a record appearing meanwhile is a replay race."""
         now = time.time()
         entry = {"id": request.id, "sha256": digest(request.raw), "op": request.op,
                  "signer": request.signer, "expires_at": request.expires_at, "state": "active",
                  "claimed_by": claimer, "first_claimed_at": now, "attempts": 0}
+        path = self.spool.ledger_path(request.id)
         try:
-            files.publish(self.spool.folder("tmp"), self.spool.ledger_path(request.id),
-                          files.dumps(entry), mode=0o600, durable=False)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except FileExistsError:
-            raise Rejection("replay", "this request id was accepted by another daemon") from None
+            if files.read_json(path) is not None:
+                raise Rejection("replay", "this request id was accepted by another daemon") from None
+            # a record torn by a crash while it was being created: ours to rewrite
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+        _write_all(fd, files.dumps(entry))
+        return entry
 
-    def update(self, request_id: str, **fields) -> dict:
-        entry = self.get(request_id) or {"id": request_id}
+    def update(self, request_id: str, entry: dict | None = None, **fields) -> dict:
+        """Change a record in place. Only the holder of the request's claim (or, for an
+        unclaimed request, recovery and the admin) writes it, so no two writers race;
+        a reader that catches it mid-write sees no record and looks again later.
+        Pass ``entry`` when the caller holds the current record, to spare a read."""
+        entry = dict(entry if entry is not None else (self.get(request_id) or {"id": request_id}))
         entry.update(fields)
-        files.replace(self.spool.folder("tmp"), self.spool.ledger_path(request_id),
-                      files.dumps(entry), mode=0o600)
+        path = self.spool.ledger_path(request_id)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        _write_all(fd, files.dumps(entry))
         return entry
 
     def prune(self, max_skew: float, now: float | None = None) -> int:

@@ -31,6 +31,7 @@ from pathlib import Path
 from carme.spool import files
 from carme.spool.envelope import MAX_REQUEST_BYTES, Request
 from carme.spool.errors import Rejection
+from carme.spool.journal import Journal
 from carme.spool.layout import Spool
 from carme.spool.ledger import Ledger
 from carme.spool.schema import SECRET_FIELDS
@@ -68,6 +69,7 @@ class Claim:
     fd: int  # open, holding the claim's flock until release()
     claimed_at: float = field(default_factory=time.monotonic)
     request: Request | None = None
+    entry: dict | None = None  # its ledger record, once accepted
     attempts: int = 1
 
     def release(self) -> None:
@@ -129,6 +131,7 @@ class Queue:
         self.ledger = Ledger(spool)
         self.durable = durable
         self.identity = claimer_identity()
+        self.journal = Journal(spool.audit_path, durable)
 
     # --- claiming -----------------------------------------------------------------------
     def claim(self, request_id: str, state: str = "incoming") -> Claim | None:
@@ -178,15 +181,16 @@ class Queue:
     def accept(self, claim: Claim) -> Request:
         """Read and verify a claimed file; raise ``Rejection`` with the reason if it fails."""
         raw, owner = _read(claim.fd)
-        again = self.ledger.accepts_again(claim.id, raw)
-        request = self.verifier.verify(raw, owner, check_freshness=not again)
+        before = self.ledger.accepted_before(claim.id, raw)
+        request = self.verifier.verify(raw, owner, check_freshness=before is None)
         if request.id != claim.id:
             raise Rejection("bad_envelope", f"file is named {claim.id} but holds request {request.id}")
-        if again:
-            entry = self.ledger.update(claim.id, state="active", claimed_by=self.identity)
-            claim.attempts = int(entry.get("attempts", 0)) + 1
+        if before is not None:
+            claim.entry = self.ledger.update(claim.id, before, state="active",
+                                             claimed_by=self.identity)
+            claim.attempts = int(before.get("attempts", 0)) + 1
         else:
-            self.ledger.open(request, self.identity)
+            claim.entry = self.ledger.open(request, self.identity)
         claim.request = request
         return request
 
@@ -202,7 +206,7 @@ class Queue:
 
     def _complete(self, claim: Claim, outcome: Outcome, audit: dict | None) -> None:
         if outcome.status == "deferred":
-            self.ledger.update(claim.id, state="deferred", attempts=claim.attempts,
+            self.ledger.update(claim.id, claim.entry, state="deferred", attempts=claim.attempts,
                                next_attempt_at=outcome.retry_at, last_error=outcome.message)
             os.rename(claim.path, self.spool.request_path("deferred", claim.id))
             return
@@ -216,7 +220,7 @@ class Queue:
         self._archive(claim, state)  # the commit point: recovery rolls forward from here
         self.audit(self._audit_line(claim, outcome, audit or {}))
         if claim.request is not None:
-            self.ledger.update(claim.id, state=state, attempts=claim.attempts,
+            self.ledger.update(claim.id, claim.entry, state=state, attempts=claim.attempts,
                                finished_at=time.time(), last_error=outcome.message)
 
     def _has_record(self, request_id: str, outcome: Outcome) -> bool:
@@ -282,7 +286,7 @@ class Queue:
         return line
 
     def audit(self, line: dict) -> None:
-        files.append_line(self.spool.audit_path, line, durable=self.durable)
+        self.journal.append(line)
 
     # --- scanning, recovery, pruning ----------------------------------------------------
     def due_deferred(self, now: float | None = None) -> list[str]:
@@ -346,7 +350,7 @@ class Queue:
             line.update(code=error.get("code"), reason=error.get("message"))
         if entry["id"] not in self._recent_audit_ids():
             self.audit(line)
-        self.ledger.update(entry["id"], state=state, finished_at=time.time())
+        self.ledger.update(entry["id"], entry, state=state, finished_at=time.time())
 
     def _recent_audit_ids(self, tail_bytes: int = 4 << 20) -> set[str]:
         """Ids in the journal's last few MiB: a request the dead claimer finished just
@@ -374,7 +378,7 @@ class Queue:
             if state == "failed" and SECRET_FIELDS.get(op):
                 raise Rejection("not_retryable", f"{op}'s secret was removed when it failed; "
                                 "the request must be submitted again")
-            self.ledger.update(request_id, state="retry", next_attempt_at=None)
+            self.ledger.update(request_id, entry, state="retry", next_attempt_at=None)
             os.rename(path, self.spool.request_path("incoming", request_id))
             self.spool.reason_path(request_id).unlink(missing_ok=True)
             self.spool.response_path(request_id).unlink(missing_ok=True)
