@@ -43,8 +43,6 @@ class DaemonConfig:
     max_skew: float = 60.0
     shutdown_timeout: float = 30.0
     heartbeat_interval: float = 5.0
-    #: a claim by a daemon on another host is taken back after this many seconds
-    claim_stale_after: float = 600.0
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ class Daemon:
                 log.error("start-up check: %s", problem)
             return 2
         self._install_signals()
-        recovered = self.queue.recover(stale_after=0.0)
+        recovered = self.queue.recover()
         if recovered:
             log.warning("recovered %d request(s) left active by a daemon that is gone",
                         len(recovered))
@@ -191,6 +191,10 @@ class Daemon:
     def _accept(self, claim: Claim) -> None:
         try:
             request = self.queue.accept(claim)
+            if request is None:
+                log.info("request %s concluded from the response its dead claimer wrote",
+                         _describe(claim))
+                return
         except Rejection as rejection:
             self._end(claim, Outcome("rejected", code=rejection.code, message=rejection.reason))
             return
@@ -224,7 +228,7 @@ class Daemon:
 
     def _deferral(self, claim: Claim, error: Transient) -> Outcome:
         retry = self.config.retry
-        age = time.time() - (claim.entry or {}).get("first_claimed_at", time.time())
+        age = time.time() - claim.first_claimed_at
         if age >= retry.max_age:
             return Outcome("error", code=error.code,
                            message=f"{error.message} (still failing after {age:.0f}s, "
@@ -254,7 +258,7 @@ class Daemon:
     # --- maintenance and heartbeat ------------------------------------------------------
     def _maintain(self) -> None:
         try:
-            recovered = self.queue.recover(self.config.daemon.claim_stale_after)
+            recovered = self.queue.recover()
             if recovered:
                 log.warning("recovered %d stale claim(s)", len(recovered))
             self.queue.prune(self.config.spool.retention, max_skew=self.config.daemon.max_skew)

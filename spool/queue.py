@@ -22,7 +22,6 @@ import fcntl
 import json
 import os
 import re
-import socket
 import stat
 import time
 from dataclasses import dataclass, field
@@ -38,28 +37,6 @@ from carme.spool.schema import SECRET_FIELDS
 from carme.spool.verify import Verifier
 
 
-def claimer_identity() -> str:
-    """``host:pid:start-ticks``: names this process uniquely, even after pid reuse."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
-
-
-def _start_ticks(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "?"
-
-
-def claimer_is_gone(claimer: str) -> bool | None:
-    """True if a claimer on this host no longer runs, False if it does, None if it is on
-    another host (then only the claim's age can tell)."""
-    host, _, rest = claimer.partition(":")
-    pid, _, ticks = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return None
-    return _start_ticks(int(pid)) != ticks
-
-
 @dataclass
 class Claim:
     """A request file this process holds in ``active/``."""
@@ -69,8 +46,9 @@ class Claim:
     fd: int  # open, holding the claim's flock until release()
     claimed_at: float = field(default_factory=time.monotonic)
     request: Request | None = None
-    entry: dict | None = None  # its ledger record, once accepted
+    entry: dict | None = None  # its ledger record, if it was accepted before
     attempts: int = 1
+    first_claimed_at: float = field(default_factory=time.time)
 
     def release(self) -> None:
         if self.fd >= 0:
@@ -130,7 +108,6 @@ class Queue:
         self.verifier = verifier
         self.ledger = Ledger(spool)
         self.durable = durable
-        self.identity = claimer_identity()
         self.journal = Journal(spool.audit_path, durable)
 
     # --- claiming -----------------------------------------------------------------------
@@ -178,20 +155,23 @@ class Queue:
             os.unlink(target)
             os.link(source, target, follow_symlinks=False)
 
-    def accept(self, claim: Claim) -> Request:
-        """Read and verify a claimed file; raise ``Rejection`` with the reason if it fails."""
+    def accept(self, claim: Claim) -> Request | None:
+        """Read and verify a claimed file; raise ``Rejection`` with the reason if it fails.
+
+        Returns None when there is nothing left to do: a recovered request whose claimer
+        had written its response before dying is concluded here from that response."""
         raw, owner = _read(claim.fd)
         before = self.ledger.accepted_before(claim.id, raw)
         request = self.verifier.verify(raw, owner, check_freshness=before is None)
         if request.id != claim.id:
             raise Rejection("bad_envelope", f"file is named {claim.id} but holds request {request.id}")
-        if before is not None:
-            claim.entry = self.ledger.update(claim.id, before, state="active",
-                                             claimed_by=self.identity)
-            claim.attempts = int(before.get("attempts", 0)) + 1
-        else:
-            claim.entry = self.ledger.open(request, self.identity)
         claim.request = request
+        if before is not None:
+            claim.entry = before
+            claim.attempts = int(before.get("attempts", 0)) + 1
+            claim.first_claimed_at = before.get("first_claimed_at", claim.first_claimed_at)
+            if before.get("state") == "recovered" and self._conclude(claim):
+                return None
         return request
 
     # --- ending -------------------------------------------------------------------------
@@ -206,8 +186,12 @@ class Queue:
 
     def _complete(self, claim: Claim, outcome: Outcome, audit: dict | None) -> None:
         if outcome.status == "deferred":
-            self.ledger.update(claim.id, claim.entry, state="deferred", attempts=claim.attempts,
-                               next_attempt_at=outcome.retry_at, last_error=outcome.message)
+            fields = dict(state="deferred", attempts=claim.attempts, next_attempt_at=outcome.retry_at,
+                          last_error=outcome.message)
+            if claim.entry is None:
+                self._remember(claim.id, claim.request.raw, claim.first_claimed_at, **fields)
+            else:
+                self.ledger.update(claim.id, claim.entry, **fields)
             os.rename(claim.path, self.spool.request_path("deferred", claim.id))
             return
         if outcome.status == "rejected" and self._has_record(claim.id, outcome):
@@ -217,11 +201,21 @@ class Queue:
         self._write_response(claim, outcome)
         if outcome.status != "ok":
             self._write_reason(self.spool.reason_path(claim.id), outcome.code, outcome.message)
-        self._archive(claim, state)  # the commit point: recovery rolls forward from here
         self.audit(self._audit_line(claim, outcome, audit or {}))
-        if claim.request is not None:
+        self._archive(claim, state)  # the commit point: before it, recovery concludes the request
+        if claim.entry is not None:
             self.ledger.update(claim.id, claim.entry, state=state, attempts=claim.attempts,
                                finished_at=time.time(), last_error=outcome.message)
+
+    def _remember(self, request_id: str, raw: bytes, first_claimed_at: float, **fields) -> dict:
+        """Start a ledger record, with what an admin and the audit want to know."""
+        try:
+            obj = json.loads(raw)
+            about = {k: obj.get(k) for k in ("op", "signer", "expires_at")}
+        except (ValueError, AttributeError):
+            about = {}
+        return self.ledger.remember(request_id, raw, first_claimed_at=first_claimed_at,
+                                    **about, **fields)
 
     def _has_record(self, request_id: str, outcome: Outcome) -> bool:
         """A rejected file whose id already has a record must not overwrite it."""
@@ -299,11 +293,9 @@ class Queue:
                 due.append(request_id)
         return due
 
-    def recover(self, stale_after: float = 600.0) -> list[str]:
+    def recover(self) -> list[str]:
         """Move claims nobody holds any more (their claimer died, and its lock with it)
-        back to incoming/: at-least-once delivery. Requests a dead claimer had already
-        archived get the audit line and ledger state it did not write (a claimer on
-        another host counts as dead once its claim is ``stale_after`` seconds old).
+        back to incoming/, marked in the ledger as accepted before: at-least-once delivery.
         Returns the ids moved back."""
         recovered = []
         for request_id in self.spool.entries("active")[0]:
@@ -312,6 +304,12 @@ class Queue:
             if fd is None or fd == _NOT_A_FILE:
                 continue
             try:
+                entry = self.ledger.get(request_id)
+                if entry is None:
+                    raw = os.pread(fd, MAX_REQUEST_BYTES + 1, 0)
+                    self._remember(request_id, raw, time.time(), state="recovered", attempts=0)
+                else:
+                    self.ledger.update(request_id, entry, state="recovered")
                 self._link_claim(fd, path, self.spool.request_path("incoming", request_id))
                 os.unlink(path)
                 recovered.append(request_id)
@@ -319,38 +317,28 @@ class Queue:
                 pass  # a different file under this id waits in incoming/: it will clash
             finally:
                 os.close(fd)
-        for entry in self.ledger.unfinished():
-            request_id = entry["id"]
-            if os.path.lexists(self.spool.request_path("active", request_id)):
-                continue
-            archived = [s for s in ("done", "failed")
-                        if os.path.exists(self.spool.request_path(s, request_id))]
-            if archived and self._claimer_is_dead(entry, stale_after):
-                self._roll_forward(entry, archived[0])
         return recovered
 
-    def _claimer_is_dead(self, entry: dict, stale_after: float) -> bool:
-        claimer = entry.get("claimed_by")
-        if claimer == self.identity:
+    def _conclude(self, claim: Claim) -> bool:
+        """A recovered request whose response exists ended before its claimer died (it
+        dies before the response is written, or after): write the audit line if the
+        journal lacks it, and archive it. False if there is no response: run it again."""
+        response = files.read_json(self.spool.response_path(claim.id))
+        if response is None:
             return False
-        gone = claimer_is_gone(claimer) if claimer else None
-        if gone is not None:
-            return gone
-        return time.time() - entry.get("first_claimed_at", 0) > stale_after
-
-    def _roll_forward(self, entry: dict, state: str) -> None:
-        """Finish the bookkeeping of a request archived by a claimer that died after its
-        commit point: the audit line (from the response) and the final ledger state."""
-        response = files.read_json(self.spool.response_path(entry["id"])) or {}
-        error = response.get("error") or {}
-        line = {"time": time.time(), "id": entry["id"], "op": entry.get("op"),
-                "signer": entry.get("signer"), "outcome": state, "attempts": entry.get("attempts"),
-                "recovered": True}
-        if error:
-            line.update(code=error.get("code"), reason=error.get("message"))
-        if entry["id"] not in self._recent_audit_ids():
+        state = "done" if response.get("status") == "ok" else "failed"
+        if claim.id not in self._recent_audit_ids():
+            error = response.get("error") or {}
+            line = {"time": time.time(), "id": claim.id, "op": claim.request.op,
+                    "signer": claim.request.signer, "user": claim.request.user, "outcome": state,
+                    "attempts": claim.attempts, "recovered": True}
+            if error:
+                line.update(code=error.get("code"), reason=error.get("message"))
             self.audit(line)
-        self.ledger.update(entry["id"], entry, state=state, finished_at=time.time())
+        self._archive(claim, state)
+        self.ledger.update(claim.id, claim.entry, state=state, finished_at=time.time())
+        claim.release()
+        return True
 
     def _recent_audit_ids(self, tail_bytes: int = 4 << 20) -> set[str]:
         """Ids in the journal's last few MiB: a request the dead claimer finished just
@@ -370,15 +358,19 @@ class Queue:
             path = self.spool.request_path(state, request_id)
             if not path.exists():
                 continue
-            entry = self.ledger.get(request_id)
-            if entry is None or entry.get("sha256") is None:
+            response = files.read_json(self.spool.response_path(request_id)) or {}
+            if response.get("status") == "rejected":
                 raise Rejection("not_retryable", "the daemon never accepted this request "
                                 "(it was rejected); a retry would be rejected again")
-            op = entry.get("op")
+            op = response.get("op")
             if state == "failed" and SECRET_FIELDS.get(op):
                 raise Rejection("not_retryable", f"{op}'s secret was removed when it failed; "
                                 "the request must be submitted again")
-            self.ledger.update(request_id, entry, state="retry", next_attempt_at=None)
+            entry = self.ledger.get(request_id)
+            if entry is None:
+                self._remember(request_id, path.read_bytes(), time.time(), state="retry", attempts=1)
+            else:
+                self.ledger.update(request_id, entry, state="retry", next_attempt_at=None)
             os.rename(path, self.spool.request_path("incoming", request_id))
             self.spool.reason_path(request_id).unlink(missing_ok=True)
             self.spool.response_path(request_id).unlink(missing_ok=True)

@@ -57,7 +57,7 @@ def test_every_operation_round_trips(kit, op):
                                                                        VALID_ARGS[op])
 
 
-def test_done_response_audit_and_ledger(kit):
+def test_done_response_and_audit_and_no_ledger_record_for_a_first_try(kit):
     request_id = write(kit, "ping")
     queue, claim, _ = accept_one(kit, request_id)
     queue.complete(claim, Outcome("ok", {"pong": True}))
@@ -66,7 +66,7 @@ def test_done_response_audit_and_ledger(kit):
     assert (response["status"], response["result"]) == ("ok", {"pong": True})
     (line,) = kit.spool.audit_path.read_text().splitlines()
     assert json.loads(line)["outcome"] == "done"
-    assert queue.ledger.get(request_id)["state"] == "done"
+    assert queue.ledger.get(request_id) is None  # archived: that is the replay guard
 
 
 def test_secret_is_stripped_from_done_and_failed(kit):
@@ -217,7 +217,7 @@ def test_redelivery_after_a_crash_is_accepted_once(kit):
     # the claimer dies: its lock goes with it, and a successor takes the claim back
     claim.release()
     successor = Queue(kit.spool, kit.verifier(), durable=False)
-    assert successor.recover(stale_after=0) == [request_id]
+    assert successor.recover() == [request_id]
     claim = successor.claim(request_id)
     assert successor.accept(claim).id == request_id
     assert claim.attempts == 1
@@ -228,8 +228,7 @@ def test_recover_leaves_a_live_claimers_work_alone(kit):
     request_id = write(kit)
     accept_one(kit, request_id)  # claimed by this (live) process
     other = Queue(kit.spool, kit.verifier(), durable=False)
-    other.identity = "another-identity"
-    assert other.recover(stale_after=3600) == []
+    assert other.recover() == []
     assert kit.spool.request_path("active", request_id).exists()
 
 
@@ -426,3 +425,28 @@ def test_a_claim_killed_between_link_and_unlink_is_taken_over(kit):
     queue, claim, request = accept_one(kit, request_id)
     assert request.id == request_id
     assert kit.spool.entries("incoming") == ([], [])
+
+
+def test_recovered_request_whose_response_was_written_is_concluded_not_rerun(kit):
+    request_id = write(kit)
+    queue, claim, request = accept_one(kit, request_id)
+    queue._write_response(claim, Outcome("ok", {"pong": True}))
+    claim.release()  # the claimer dies after writing the response, before archiving
+    successor = Queue(kit.spool, kit.verifier(), durable=False)
+    assert successor.recover() == [request_id]
+    claim = successor.claim(request_id)
+    assert successor.accept(claim) is None
+    assert kit.spool.request_path("done", request_id).exists()
+    (line,) = [json.loads(x) for x in kit.spool.audit_path.read_text().splitlines()]
+    assert (line["id"], line["outcome"], line["recovered"]) == (request_id, "done", True)
+
+
+def test_expired_request_recovered_after_a_crash_is_still_carried_out(kit):
+    request_id = write(kit, ttl=60)
+    queue, claim, _ = accept_one(kit, request_id)
+    claim.release()
+    successor = Queue(kit.spool, kit.verifier(), durable=False)
+    successor.recover()
+    successor.verifier.clock = lambda: time.time() + 3600  # an hour later: expired
+    claim = successor.claim(request_id)
+    assert successor.accept(claim).id == request_id
