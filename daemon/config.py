@@ -214,6 +214,10 @@ def _check_values(config: Config) -> None:
     if config.logging.level not in (10, 20, 30, 40):
         raise ConfigError(f"{where}: [logging] level: must be 10, 20, 30 or 40")
     for name, signer in config.signers.items():
+        if signer.max_ttl + config.daemon.max_skew > config.spool.retention:
+            raise ConfigError(f"{where}: [signers.{name}] max_ttl: {signer.max_ttl:g}s outlives "
+                              f"[spool] retention {config.spool.retention:g}s; an archived request "
+                              "is the replay guard, so keep it at least as long as a request lives")
         bad = sorted(set(signer.ops) - set(OPERATIONS))
         if bad:
             raise ConfigError(f"{where}: [signers.{name}] ops: unknown operation(s) {', '.join(bad)}")

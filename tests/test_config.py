@@ -29,6 +29,7 @@ def test_the_example_config_parses_with_every_documented_default(tmp_path):
     ('[signers.x]\nops = ["ping"]\n', "[signers.x]: missing required key 'public_key'"),
     ('[logging]\nlevel = 25\n', "[logging] level: must be 10, 20, 30 or 40"),
     ('x = \n', "not valid TOML"),
+    ('[spool]\nretention = 600\n', "max_ttl: 900s outlives [spool] retention 600s"),
 ])
 def test_errors_name_the_file_and_the_key(tmp_path, text, message):
     path = tmp_path / "backend.toml"
