@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from carme.daemon.slurm import settings as _slurm_settings  # noqa: F401  (registers [slurm])
+from carme.daemon.slurm import jobs
 from carme.spool import __version__
 from carme.spool.envelope import Request
 
@@ -49,6 +49,9 @@ def whoami(ctx: Context, request: Request) -> dict:
 HANDLERS: dict[str, Handler] = {
     "ping": ping,
     "whoami": whoami,
+    "start_job": jobs.start_job,
+    "stop_job": jobs.stop_job,
+    "set_trigger": jobs.set_trigger,
 }
 
 

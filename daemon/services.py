@@ -9,15 +9,16 @@ from __future__ import annotations
 import threading
 import time
 
-from carme.daemon.slurm.cli import CliBackend
+from carme.daemon.slurm.select import choose
 
 
 class SlurmService:
     """The Slurm backend, with its controller's health remembered for ``health_ttl``
     seconds: a flood of ``ping`` requests and the heartbeat share one ``scontrol ping``."""
 
-    def __init__(self, backend, health_ttl: float = 2.0):
+    def __init__(self, backend, config=None, health_ttl: float = 2.0):
         self.backend = backend
+        self.config = config
         self.name = backend.name
         self.health_ttl = health_ttl
         self._lock = threading.Lock()
@@ -39,6 +40,5 @@ def build(config) -> dict:
     services = {}
     slurm = config.extra.get("slurm")
     if slurm is not None:
-        services["slurm"] = SlurmService(
-            CliBackend(slurm.conf or None, timeout=slurm.timeout, bin_dir=slurm.bin_dir))
+        services["slurm"] = SlurmService(choose(slurm), slurm)
     return services

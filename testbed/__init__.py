@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed import carme, ldap, mattermost, procs, slurm, users
+from testbed import carme, ldap, mattermost, procs, runtime, slurm, users
 
 
 def free_port() -> int:
@@ -93,7 +93,9 @@ class Testbed:
             self.down()  # never leave a half-up testbed behind (see log/ for why)
             raise
         description = self._describe(test_users)
-        description["carme"] = self._write_backend()
+        description["container"] = runtime.install(self.base, [u.home for u in test_users])
+        description["images"] = description["container"]["images"]
+        description["carme"] = self._write_backend(description)
         self.description_path.write_text(json.dumps(description, indent=2))
         self._write_env(description)
         return description
@@ -140,6 +142,13 @@ class Testbed:
         url = self.mattermost_url()
         procs.wait_until(lambda: _http_ok(f"{url}/_test/posts"), 15, "the Mattermost stand-in")
 
+    def stop_slurmctld(self) -> None:
+        """Stop the controller only (tests of a Slurm outage); jobs and slurmd go on."""
+        procs.stop(self.base, "slurmctld")
+
+    def start_slurmctld(self) -> None:
+        slurm.start_controller(self.slurm_settings())
+
     def stop_mattermost(self) -> None:
         procs.stop(self.base, "mattermost")
 
@@ -172,13 +181,12 @@ class Testbed:
                 "webhook_url": f"{url}/hooks/{values['webhook_key']}",
                 "locked_webhook_url": f"{url}/hooks/{values['locked_webhook_key']}",
             },
-            "images": [],
         }
 
-    def _write_backend(self) -> dict:
+    def _write_backend(self, description: dict) -> dict:
         """A ready daemon config and client keys under ``DIR/carme``."""
         root, key_dir = self.base / "carme", self.base / "carme" / "keys"
-        config = carme.write_backend(root, key_dir, {"slurm": {"conf": str(self.slurm_settings().conf)}})
+        config = carme.write_backend(root, key_dir, {"slurm": carme.slurm_section(description)})
         return {"config": str(config), "spool": str(root / "spool"), "keys": str(key_dir),
                 "log": str(root / "backend.log")}
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from carme.spool import keys
@@ -23,6 +24,28 @@ def make_keys(key_dir: Path) -> None:
             keys.generate_signer(key_dir, signer)
     if not (key_dir / "seal.key").exists():
         keys.generate_seal(key_dir)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def slurm_section(description: dict) -> dict:
+    """The daemon's [slurm] table for this testbed's cluster, images and stand-in runtime."""
+    container = description["container"]
+    return {
+        "backend": "cli",
+        "conf": description["slurm"]["conf"],
+        "partitions": description["slurm"]["partitions"],
+        "gpu_types": description["slurm"]["gpu_types"],
+        "max_gpus": description["slurm"]["gpus"],
+        "image_roots": [container["image_root"]],
+        "mount_roots": container["mount_roots"],
+        "template": str(REPO / "etc" / "job.sh.tmpl"),
+        "runtime": container["runtime"],
+        "start_command": container["start_command"],
+        "hook_program": str(Path(sys.executable).parent / "carme-slurm-hook"),
+        "time_limit_warning_minutes": 1,
+    }
 
 
 def _toml(value) -> str:

@@ -142,12 +142,21 @@ def start_munge(s: SlurmSettings) -> None:
     procs.wait_until(s.munge_socket.exists, 10, "munged's socket")
 
 
+def _daemon_env(s: SlurmSettings) -> dict:
+    return {**os.environ, **s.client_env(), procs.MARKER_VARIABLE: str(s.base)}
+
+
+def start_controller(s: SlurmSettings) -> None:
+    procs.spawn(s.base, "slurmctld", ["/usr/sbin/slurmctld", "-D", "-i", "-f", str(s.conf)],
+                _daemon_env(s))
+    procs.wait_until(lambda: _quiet(["scontrol", "ping"], s, want="UP"), 30, "slurmctld to answer")
+
+
 def start_daemons(s: SlurmSettings) -> None:
     """slurmctld, then slurmd once the controller answers, then wait for an idle node."""
-    env = {**os.environ, **s.client_env(), procs.MARKER_VARIABLE: str(s.base)}
-    procs.spawn(s.base, "slurmctld", ["/usr/sbin/slurmctld", "-D", "-i", "-f", str(s.conf)], env)
-    procs.wait_until(lambda: _quiet(["scontrol", "ping"], s, want="UP"), 30, "slurmctld to answer")
-    procs.spawn(s.base, "slurmd", ["/usr/sbin/slurmd", "-D", "-f", str(s.conf), "-N", s.node], env)
+    start_controller(s)
+    procs.spawn(s.base, "slurmd", ["/usr/sbin/slurmd", "-D", "-f", str(s.conf), "-N", s.node],
+                _daemon_env(s))
     procs.wait_until(lambda: _node_ready(s), 30, "the node to become idle")
 
 

@@ -138,7 +138,11 @@ def make_daemon(description, tmp_path):
 
     def factory(sections: dict | None = None, name: str = "backend") -> RunningDaemon:
         root = tmp_path / name
-        sections = {"slurm": {"conf": description["slurm"]["conf"]}, **(sections or {})}
+        from testbed.carme import slurm_section
+        merged = {"slurm": slurm_section(description)}
+        for section, table in (sections or {}).items():
+            merged[section] = {**merged.get(section, {}), **table}
+        sections = merged
         config = write_backend(root, Path(description["carme"]["keys"]), sections)
         daemon = RunningDaemon(root, config, description)
         made.append(daemon)

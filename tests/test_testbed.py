@@ -27,7 +27,7 @@ def test_gpu_job_runs_as_the_user_with_its_gpus(slurm_env, test_user):
     assert wait_for_state(job_id, {"COMPLETED", "FAILED"}, slurm_env) == "COMPLETED"
     uid, gid, home, gpus = out.read_text().split()
     assert (int(uid), int(gid), home) == (test_user["uid"], test_user["gid"], test_user["home"])
-    assert gpus == "0"
+    assert gpus in {"0", "1", "2", "3"}  # one of the four; which depends on other jobs
     assert pwd.getpwuid(out.stat().st_uid).pw_name == test_user["name"]
 
 

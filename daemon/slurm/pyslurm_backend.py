@@ -1,0 +1,134 @@
+"""The pyslurm backend (pyslurm 25.11 API): in-process, no fork per call.
+
+pyslurm must match the running Slurm's major.minor exactly, so it is imported lazily and
+carefully (shared/NOTES.md, seen with pyslurm 25.11.2):
+- ``import pyslurm`` with an unreadable slurm.conf retries for 60 s and then *exits the
+  process*, so it is imported with ``PYSLURM_DISABLE_AUTO_INIT=1`` ...
+- ... after which ``pyslurm.slurm_init(conf)`` must be called before anything else, or the
+  process segfaults — and only once the config is known to be readable.
+- Trigger errors come back as return codes (Slurm errnos), not exceptions.
+Only this module knows pyslurm's names and Slurm's errnos.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import subprocess
+
+from carme.daemon.slurm.base import JobInfo, SlurmPermanent, SlurmTransient, Submission
+
+#: Slurm errnos → (transient?, code), from slurm/slurm_errno.h; 1800, 2000, 2014, 2017,
+#: 2021, 2072 and 2089 were seen from pyslurm 25.11.2 (shared/NOTES.md). Others: slurm_error.
+ERRNOS: dict[int, tuple[bool, str]] = {
+    1800: (True, "controller_unreachable"),   # SLURMCTLD_COMMUNICATIONS_CONNECTION_ERROR
+    1801: (True, "controller_unreachable"),   # ..._SEND_ERROR
+    1802: (True, "controller_unreachable"),   # ..._RECEIVE_ERROR
+    1803: (True, "controller_unreachable"),   # ..._SHUTDOWN_ERROR
+    5004: (True, "timeout"),                  # SLURM_PROTOCOL_SOCKET_IMPL_TIMEOUT
+    2000: (False, "invalid_partition"),       # ESLURM_INVALID_PARTITION_NAME
+    2014: (False, "invalid_resources"),       # ESLURM_REQUESTED_NODE_CONFIG_UNAVAILABLE
+    2072: (False, "invalid_resources"),       # ESLURM_INVALID_GRES
+    2017: (False, "invalid_job_id"),          # ESLURM_INVALID_JOB_ID
+    2021: (False, "job_finished"),            # ESLURM_ALREADY_DONE
+    2089: (False, "duplicate_trigger"),       # ESLURM_TRIGGER_DUP
+}
+
+
+def error_for(errno: int, message: str):
+    transient, code = ERRNOS.get(errno, (False, "slurm_error"))
+    cls = SlurmTransient if transient else SlurmPermanent
+    return cls(code, f"{message} (Slurm errno {errno})")
+
+
+def load_pyslurm(conf: str | None):
+    """Import pyslurm without letting it hang or kill the daemon; raise ImportError (with
+    the reason) if it can't be used here."""
+    if conf and not os.access(conf, os.R_OK):
+        raise ImportError(f"slurm.conf {conf} is not readable; pyslurm would exit the process")
+    os.environ["PYSLURM_DISABLE_AUTO_INIT"] = "1"
+    import pyslurm  # noqa: WPS433 - optional, site-built
+    pyslurm.slurm_init(conf or None)
+    return pyslurm
+
+
+def slurm_version(bin_dir: str = "/usr/bin", conf: str | None = None) -> str | None:
+    """major.minor of the installed Slurm (``scontrol --version``, which wants a config
+    too), or None."""
+    env = {"PATH": "/usr/bin:/bin", **({"SLURM_CONF": conf} if conf else {})}
+    try:
+        out = subprocess.run([os.path.join(bin_dir, "scontrol"), "--version"], capture_output=True,
+                             text=True, timeout=10, env=env).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"(\d+)\.(\d+)", out)
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
+class PyslurmBackend:
+    name = "pyslurm"
+
+    def __init__(self, pyslurm_module):
+        self.pyslurm = pyslurm_module
+
+    def _rpc(self, what: str, call):
+        try:
+            return call()
+        except self.pyslurm.RPCError as error:
+            raise error_for(int(getattr(error, "errno", 0) or 0), f"{what}: {error}") from None
+
+    def submit(self, job: Submission) -> int:
+        try:
+            entry = pwd.getpwnam(job.user)  # pyslurm raises KeyError itself; say it clearly
+        except KeyError:
+            raise SlurmPermanent("invalid_user", f"no such user {job.user!r}") from None
+        description = self.pyslurm.JobSubmitDescription(
+            name=job.name, script=job.script, partitions=job.partition, nodes=job.nodes,
+            user_id=entry.pw_uid, group_id=entry.pw_gid,
+            working_directory=job.workdir, standard_output=job.output, comment=job.comment,
+            # "NONE": Slurm loads the user's own environment, as sbatch --export=NONE
+            environment="NONE",
+            **({"gres_per_node": job.gres} if job.gres else {}),
+            **({"time_limit": str(job.time_limit)} if job.time_limit else {}),
+        )
+        return int(self._rpc("submit", description.submit))
+
+    def _info(self, job) -> JobInfo:
+        return JobInfo(int(job.id), job.name or "", job.user_name or "", str(job.state),
+                       job.comment or "")
+
+    def find(self, user: str, name: str) -> list[JobInfo]:
+        jobs = self._rpc("load jobs", self.pyslurm.Jobs.load)
+        return [self._info(j) for j in jobs.values() if j.user_name == user and j.name == name]
+
+    def job(self, job_id: int) -> JobInfo | None:
+        try:
+            return self._info(self._rpc("load job", lambda: self.pyslurm.Job.load(job_id)))
+        except SlurmPermanent as error:
+            if error.code == "invalid_job_id":
+                return None
+            raise
+
+    def cancel(self, job_id: int) -> None:
+        """pyslurm raises nothing for unknown or finished jobs: gone is success."""
+        self._rpc("cancel", self.pyslurm.Job(job_id).cancel)
+
+    def trigger(self, job_id: int, event: str, program: list[str], offset_seconds: int = 0) -> None:
+        spec = {"jobid": job_id, "event": event, "program": " ".join(program)}
+        if event == "fini":
+            spec["fini"] = True
+        elif event == "time":
+            spec["offset"] = -abs(offset_seconds)
+        else:
+            raise ValueError(f"unknown trigger event {event!r}")
+        errno = self._rpc("set trigger", lambda: self.pyslurm.trigger().set(spec))
+        if errno:
+            raise error_for(int(errno), "set trigger")
+
+    def ping(self) -> bool:
+        try:
+            self._rpc("ping", self.pyslurm.Jobs.load)
+            return True
+        except (SlurmTransient, SlurmPermanent):
+            return False

@@ -1,0 +1,165 @@
+"""The pyslurm backend's mapping: arguments, errors, trigger return codes, safe import.
+
+pyslurm 25.11 cannot run against this machine's Slurm 22.05, so these tests give the backend
+a stand-in module with pyslurm 25.11's names and behaviours as recorded in shared/NOTES.md
+(RPCError with .errno; Job.load raising 2017 for unknown ids; cancel raising nothing for
+gone jobs; trigger().set returning Slurm errnos instead of raising). What they check is our
+mapping onto that API, not pyslurm itself: the contract suite is where a real pyslurm runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+
+import pytest
+
+from carme.daemon.slurm import pyslurm_backend, select
+from carme.daemon.slurm.base import SlurmPermanent, SlurmTransient, Submission
+from carme.daemon.slurm.settings import SlurmConfig
+
+
+class RPCError(Exception):
+    def __init__(self, errno: int, msg: str = "rpc failed"):
+        super().__init__(msg)
+        self.errno = errno
+
+
+def fake_pyslurm(submit_errno=None, trigger_rc=0, jobs=None, version="25.11.2"):
+    module = types.SimpleNamespace(__version__=version, RPCError=RPCError, calls=[])
+    jobs = jobs or {}
+
+    class JobSubmitDescription:
+        def __init__(self, **kwargs):
+            module.calls.append(("submit", kwargs))
+
+        def submit(self):
+            if submit_errno:
+                raise RPCError(submit_errno)
+            return 42
+
+    class Job:
+        def __init__(self, job_id):
+            self.job_id = job_id
+
+        @staticmethod
+        def load(job_id):
+            if job_id not in jobs:
+                raise RPCError(2017, "Invalid job id specified")
+            return jobs[job_id]
+
+        def cancel(self):
+            module.calls.append(("cancel", self.job_id))
+
+    class Jobs:
+        @staticmethod
+        def load():
+            return dict(jobs)
+
+    class trigger:  # noqa: N801 - pyslurm's own name
+        def set(self, spec):
+            module.calls.append(("trigger", spec))
+            return trigger_rc
+
+    module.JobSubmitDescription, module.Job, module.Jobs, module.trigger = (
+        JobSubmitDescription, Job, Jobs, trigger)
+    module.slurm_init = lambda conf=None: module.calls.append(("init", conf))
+    return module
+
+
+def job(job_id, name="j", user="carmetest1", state="RUNNING", comment="carme:x"):
+    return types.SimpleNamespace(id=job_id, name=name, user_name=user, state=state, comment=comment)
+
+
+SUBMISSION = Submission("carmetest1", "#!/bin/sh\n", "j", "gpu", 1, "gpu:a100:2", 30, "carme:x",
+                        "/home/carmetest1", "/home/carmetest1/out")
+
+
+def test_submit_maps_every_argument_onto_pyslurm_names(test_user):
+    module = fake_pyslurm()
+    assert pyslurm_backend.PyslurmBackend(module).submit(SUBMISSION) == 42
+    (_, kwargs), = [c for c in module.calls if c[0] == "submit"]
+    assert kwargs == {"name": "j", "script": "#!/bin/sh\n", "partitions": "gpu", "nodes": 1,
+                      "user_id": test_user["uid"], "group_id": test_user["gid"],
+                      "working_directory": "/home/carmetest1", "standard_output": "/home/carmetest1/out",
+                      "comment": "carme:x", "environment": "NONE", "gres_per_node": "gpu:a100:2",
+                      "time_limit": "30"}
+
+
+@pytest.mark.parametrize("errno,cls,code", [
+    (2000, SlurmPermanent, "invalid_partition"), (2014, SlurmPermanent, "invalid_resources"),
+    (2072, SlurmPermanent, "invalid_resources"), (1800, SlurmTransient, "controller_unreachable"),
+    (9999, SlurmPermanent, "slurm_error"),
+])
+def test_rpc_errors_become_typed_errors(errno, cls, code):
+    with pytest.raises(cls) as info:
+        pyslurm_backend.PyslurmBackend(fake_pyslurm(submit_errno=errno)).submit(SUBMISSION)
+    assert info.value.code == code and str(errno) in info.value.message
+
+
+def test_unknown_user_is_permanent_before_slurm_is_asked():
+    module = fake_pyslurm()
+    with pytest.raises(SlurmPermanent) as info:
+        pyslurm_backend.PyslurmBackend(module).submit(
+            Submission("nosuchuser", "", "j", "gpu", 1, None, None, "", "/", "/o"))
+    assert info.value.code == "invalid_user" and module.calls == []
+
+
+def test_find_job_cancel():
+    module = fake_pyslurm(jobs={5: job(5), 6: job(6, name="other"), 7: job(7, user="bob")})
+    backend = pyslurm_backend.PyslurmBackend(module)
+    assert [j.job_id for j in backend.find("carmetest1", "j")] == [5]
+    assert backend.job(5).active and backend.job(99) is None
+    backend.cancel(99)  # gone: success
+    assert ("cancel", 99) in module.calls
+
+
+@pytest.mark.parametrize("rc,code", [(2017, "invalid_job_id"), (2021, "job_finished"),
+                                     (2089, "duplicate_trigger")])
+def test_trigger_return_codes_are_errors(rc, code):
+    backend = pyslurm_backend.PyslurmBackend(fake_pyslurm(trigger_rc=rc))
+    with pytest.raises(SlurmPermanent) as info:
+        backend.trigger(5, "fini", ["/hook", "trigger", "finished"])
+    assert info.value.code == code
+
+
+def test_trigger_specs():
+    module = fake_pyslurm()
+    backend = pyslurm_backend.PyslurmBackend(module)
+    backend.trigger(5, "fini", ["/hook", "trigger", "finished"])
+    backend.trigger(5, "time", ["/hook", "trigger", "ending_soon"], offset_seconds=900)
+    specs = [c[1] for c in module.calls if c[0] == "trigger"]
+    assert specs == [{"jobid": 5, "event": "fini", "fini": True, "program": "/hook trigger finished"},
+                     {"jobid": 5, "event": "time", "offset": -900, "program": "/hook trigger ending_soon"}]
+
+
+def test_load_refuses_an_unreadable_config_before_importing(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyslurm", fake_pyslurm())
+    with pytest.raises(ImportError, match="not readable"):
+        pyslurm_backend.load_pyslurm(str(tmp_path / "missing.conf"))
+
+
+def test_load_disables_auto_init_then_initialises_with_the_conf(tmp_path, monkeypatch):
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("")
+    module = fake_pyslurm()
+    monkeypatch.setitem(sys.modules, "pyslurm", module)
+    monkeypatch.delenv("PYSLURM_DISABLE_AUTO_INIT", raising=False)
+    assert pyslurm_backend.load_pyslurm(str(conf)) is module
+    assert module.calls == [("init", str(conf))]
+    assert os.environ["PYSLURM_DISABLE_AUTO_INIT"] == "1"
+
+
+def test_auto_takes_cli_when_pyslurm_does_not_match_slurm(monkeypatch, description):
+    monkeypatch.setitem(sys.modules, "pyslurm", fake_pyslurm(version="25.11.2"))
+    cfg = SlurmConfig(backend="auto", conf=description["slurm"]["conf"])
+    assert select.choose(cfg).name == "cli"  # this machine's Slurm is 22.05
+    with pytest.raises(ValueError, match="does not match Slurm 22.05"):
+        select.choose(SlurmConfig(backend="pyslurm", conf=description["slurm"]["conf"]))
+
+
+def test_auto_takes_pyslurm_when_it_matches(monkeypatch, description):
+    monkeypatch.setitem(sys.modules, "pyslurm", fake_pyslurm(version="22.05.0"))
+    cfg = SlurmConfig(backend="auto", conf=description["slurm"]["conf"])
+    assert select.choose(cfg).name == "pyslurm"
