@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from carme.daemon import events
 from carme.daemon.slurm import jobs
 from carme.spool import __version__
 from carme.spool.envelope import Request
@@ -52,6 +53,7 @@ HANDLERS: dict[str, Handler] = {
     "start_job": jobs.start_job,
     "stop_job": jobs.stop_job,
     "set_trigger": jobs.set_trigger,
+    "job_event": events.job_event,
 }
 
 

@@ -92,8 +92,10 @@ SLURM_JOB_ID = Field("int", minimum=1, maximum=2**32 - 1)
 SLURM_NAME = r"[A-Za-z0-9_.-]{1,64}"  # partitions, GPU types
 PATH = Field("str", pattern=r"/[^\x00]*", max_length=4096)
 
-#: The job event kinds, in the order a job lives through them.
-EVENT_KINDS = ("queued", "started", "ending_soon", "finished", "failed", "cancelled", "timeout")
+#: The job event kinds, in the order a job lives through them. "ended" is what a hook
+#: knows (an epilog can't tell a cancel from a success); the daemon asks Slurm which.
+EVENT_KINDS = ("queued", "started", "ending_soon", "ended", "finished", "failed", "cancelled",
+               "timeout")
 TRIGGER_EVENTS = ("finished", "ending_soon")
 
 OPERATIONS: dict[str, dict[str, Field]] = {

@@ -42,8 +42,16 @@ class Testbed:
         return json.loads(self.description_path.read_text())
 
     # --- the parts ----------------------------------------------------------------------
+    @property
+    def hook_program(self) -> Path:
+        """carme-slurm-hook with this testbed's config: Slurm passes a prolog no arguments."""
+        return self.base / "bin" / "carme-hook"
+
     def slurm_settings(self) -> slurm.SlurmSettings:
-        return slurm.SlurmSettings(self.base, self.ctld_port, self.slurmd_port)
+        hook = str(self.hook_program)
+        return slurm.SlurmSettings(self.base, self.ctld_port, self.slurmd_port,
+                                   prolog_slurmctld=hook, epilog_slurmctld=hook,
+                                   prolog=hook, epilog=hook)
 
     def _secrets(self) -> dict:
         """Passwords and ports of this testbed, kept across restarts of the same folder."""
@@ -85,6 +93,10 @@ class Testbed:
         self.base.chmod(0o755)  # jobs run as the test users must reach files below
         values = self._secrets()
         test_users = users.ensure_users(values["users"])
+        description = self._describe(test_users)
+        description["container"] = runtime.install(self.base, [u.home for u in test_users])
+        description["images"] = description["container"]["images"]
+        description["carme"] = self._write_backend(description)
         try:
             slurm.up(self.slurm_settings())
             ldap.up(self.ldap_settings(), test_users)
@@ -92,10 +104,6 @@ class Testbed:
         except BaseException:
             self.down()  # never leave a half-up testbed behind (see log/ for why)
             raise
-        description = self._describe(test_users)
-        description["container"] = runtime.install(self.base, [u.home for u in test_users])
-        description["images"] = description["container"]["images"]
-        description["carme"] = self._write_backend(description)
         self.description_path.write_text(json.dumps(description, indent=2))
         self._write_env(description)
         return description
@@ -186,9 +194,12 @@ class Testbed:
     def _write_backend(self, description: dict) -> dict:
         """A ready daemon config and client keys under ``DIR/carme``."""
         root, key_dir = self.base / "carme", self.base / "carme" / "keys"
+        description["hook_program"] = str(self.hook_program)
         config = carme.write_backend(root, key_dir, {"slurm": carme.slurm_section(description)})
+        hooks = carme.write_hooks(root, key_dir, self.hook_program)
         return {"config": str(config), "spool": str(root / "spool"), "keys": str(key_dir),
-                "log": str(root / "backend.log")}
+                "log": str(root / "backend.log"), "hooks_config": str(hooks),
+                "hooks_log": str(root / "hooks.log")}
 
     def _write_env(self, description: dict) -> None:
         backend = description["carme"]

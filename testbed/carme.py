@@ -43,7 +43,7 @@ def slurm_section(description: dict) -> dict:
         "template": str(REPO / "etc" / "job.sh.tmpl"),
         "runtime": container["runtime"],
         "start_command": container["start_command"],
-        "hook_program": str(Path(sys.executable).parent / "carme-slurm-hook"),
+        "hook_program": description["hook_program"],
         "time_limit_warning_minutes": 1,
     }
 
@@ -73,6 +73,19 @@ def backend_toml(spool: Path, key_dir: Path, log_file: Path, sections: dict[str,
         lines.extend(f"{key} = {_toml(value)}" for key, value in table.items())
         lines.append("")
     return "\n".join(lines)
+
+
+def write_hooks(root: Path, key_dir: Path, wrapper: Path) -> Path:
+    """``root/hooks.toml`` for the Slurm hooks, and the wrapper Slurm runs (adds --config)."""
+    path = root / "hooks.toml"
+    path.write_text(f"spool = {_toml(str(root / 'spool'))}\n"
+                    f"signing_key = {_toml(str(key_dir / 'hooks.key'))}\n"
+                    f"signer = \"hooks\"\nlog_file = {_toml(str(root / 'hooks.log'))}\n")
+    hook = Path(sys.executable).parent / "carme-slurm-hook"
+    wrapper.parent.mkdir(parents=True, exist_ok=True)
+    wrapper.write_text(f"#!/bin/sh\nexec {hook} --config {path} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return path
 
 
 def write_backend(root: Path, key_dir: Path, sections: dict[str, dict] | None = None) -> Path:

@@ -156,3 +156,13 @@ def make_daemon(description, tmp_path):
 @pytest.fixture
 def daemon(make_daemon) -> RunningDaemon:
     return make_daemon().start()
+
+
+@pytest.fixture
+def testbed_daemon(description):
+    """The testbed's own daemon config and spool: the one its Slurm hooks write into."""
+    carme = description["carme"]
+    daemon = RunningDaemon(Path(carme["config"]).parent, Path(carme["config"]), description)
+    daemon.start()
+    yield daemon
+    daemon.stop()

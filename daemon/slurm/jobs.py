@@ -14,8 +14,10 @@ import pwd
 import shlex
 import string
 import subprocess
+import time
 from pathlib import Path
 
+from carme.daemon import jobstatus, notify
 from carme.daemon.errors import Permanent
 from carme.daemon.slurm.base import Submission
 from carme.daemon.slurm.settings import SlurmConfig
@@ -159,7 +161,12 @@ def start_job(ctx, request: Request) -> dict:
                      name=args["name"], partition=args["partition"], nodes=args["nodes"],
                      gres=gres, time_limit=args.get("time_limit", cfg.default_time_limit),
                      comment=comment_for(request), workdir=entry.pw_dir, output=output)
-    return {"slurm_job_id": slurm.backend.submit(job), "already_running": False}
+    job_id = slurm.backend.submit(job)
+    jobstatus.record(ctx.spool, job_id, "queued", time.time(), user=args["user"], name=args["name"],
+                     source="start_job")
+    if notify.settings(ctx).start_job:
+        notify.tell(ctx, args["user"], "queued", name=args["name"], job_id=job_id)
+    return {"slurm_job_id": job_id, "already_running": False}
 
 
 def stop_job(ctx, request: Request) -> dict:
@@ -172,6 +179,8 @@ def stop_job(ctx, request: Request) -> dict:
         if job.active and job.user == args["user"]:
             slurm.backend.cancel(job.job_id)
             cancelled.append(job.job_id)
+    if cancelled and notify.settings(ctx).stop_job:
+        notify.tell(ctx, args["user"], "stopped", name=args["name"])
     return {"cancelled": cancelled}
 
 
@@ -192,6 +201,7 @@ def set_trigger(ctx, request: Request) -> dict:
         raise Permanent("job_finished", f"job {job.job_id} has already ended ({job.state})")
     events = args.get("events") or list(TRIGGER_EVENTS)
     for event in events:
-        slurm.backend.trigger(job.job_id, TRIGGER_EVENTS[event], [cfg.hook_program, "trigger", event],
+        program = [cfg.hook_program, "trigger", event, job.user, job.name]
+        slurm.backend.trigger(job.job_id, TRIGGER_EVENTS[event], program,
                               offset_seconds=cfg.time_limit_warning_minutes * 60)
     return {"slurm_job_id": job.job_id, "triggers": events}
