@@ -11,7 +11,12 @@ class OperationError(Exception):
 
 
 class Transient(OperationError):
-    """Try again later: a service is down, busy or timed out."""
+    """Try again later: a service is down, busy or timed out. ``retry_after`` (seconds) is
+    the service's own word on when, if it gave one (HTTP 429's Retry-After)."""
+
+    def __init__(self, code: str, message: str, retry_after: float | None = None):
+        super().__init__(code, message)
+        self.retry_after = retry_after
 
 
 class Permanent(OperationError):

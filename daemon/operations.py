@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from carme.daemon import events
+from carme.daemon import events, ldap_password, mattermost
 from carme.daemon.slurm import jobs
 from carme.spool import __version__
 from carme.spool.envelope import Request
@@ -54,6 +54,8 @@ HANDLERS: dict[str, Handler] = {
     "stop_job": jobs.stop_job,
     "set_trigger": jobs.set_trigger,
     "job_event": events.job_event,
+    "send_message": mattermost.send_message,
+    "set_password": ldap_password.set_password,
 }
 
 

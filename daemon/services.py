@@ -1,4 +1,5 @@
-"""The connections the operations use — Slurm, Mattermost, LDAP — built from the config.
+"""The connections the operations use — Slurm, Mattermost, LDAP — built from the config,
+and the opener of sealed secrets.
 
 Each is built only when its section is in the config, so a site can run carme-backend
 without, say, LDAP; each answers ``health()`` with a short word for status.json.
@@ -9,7 +10,11 @@ from __future__ import annotations
 import threading
 import time
 
+from carme.daemon.checks import needs_seal_key
+from carme.daemon.ldap_password import LdapPasswords
+from carme.daemon.mattermost import Mattermost
 from carme.daemon.slurm.select import choose
+from carme.spool import keys
 
 
 class SlurmService:
@@ -36,9 +41,28 @@ class SlurmService:
         return f"{self.name}:{'up' if self.ping() else 'down'}"
 
 
+class SecretOpener:
+    """Holds the daemon's sealing key; opens sealed secrets in memory only."""
+
+    def __init__(self, path):
+        self._key = keys.load_seal_private(path)
+
+    def open(self, sealed: str) -> str:
+        return keys.unseal(self._key, sealed)
+
+    def health(self) -> str:
+        return "loaded"
+
+
 def build(config) -> dict:
     services = {}
-    slurm = config.extra.get("slurm")
-    if slurm is not None:
-        services["slurm"] = SlurmService(choose(slurm), slurm)
+    extra = config.extra
+    if "slurm" in extra:
+        services["slurm"] = SlurmService(choose(extra["slurm"]), extra["slurm"])
+    if "mattermost" in extra:
+        services["mattermost"] = Mattermost(extra["mattermost"])
+    if "ldap" in extra:
+        services["ldap"] = LdapPasswords(extra["ldap"])
+    if needs_seal_key(config):
+        services["secrets"] = SecretOpener(config.keys.seal_private)
     return services

@@ -157,6 +157,12 @@ class Testbed:
     def start_slurmctld(self) -> None:
         slurm.start_controller(self.slurm_settings())
 
+    def stop_slapd(self) -> None:
+        ldap.down(self.base)
+
+    def start_slapd(self) -> None:
+        ldap.start(self.ldap_settings())
+
     def stop_mattermost(self) -> None:
         procs.stop(self.base, "mattermost")
 
@@ -195,7 +201,9 @@ class Testbed:
         """A ready daemon config and client keys under ``DIR/carme``."""
         root, key_dir = self.base / "carme", self.base / "carme" / "keys"
         description["hook_program"] = str(self.hook_program)
-        config = carme.write_backend(root, key_dir, {"slurm": carme.slurm_section(description)})
+        sections = {"slurm": carme.slurm_section(description),
+                    **carme.messaging_sections(description, key_dir)}
+        config = carme.write_backend(root, key_dir, sections)
         hooks = carme.write_hooks(root, key_dir, self.hook_program)
         return {"config": str(config), "spool": str(root / "spool"), "keys": str(key_dir),
                 "log": str(root / "backend.log"), "hooks_config": str(hooks),

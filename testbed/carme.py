@@ -48,6 +48,28 @@ def slurm_section(description: dict) -> dict:
     }
 
 
+def _private(path: Path, text: str) -> str:
+    path.write_text(text)
+    path.chmod(0o600)
+    return str(path)
+
+
+def messaging_sections(description: dict, key_dir: Path) -> dict:
+    """[mattermost] (bot mode) and [ldap] (the delegated service account, plain ldap:// on
+    loopback) for this testbed; their credentials go to 0600 files beside the keys."""
+    key_dir.mkdir(parents=True, exist_ok=True)
+    mm, directory = description["mattermost"], description["ldap"]
+    return {
+        "mattermost": {"mode": "bot", "url": mm["url"], "timeout": 5.0,
+                       "token_file": _private(key_dir / "mattermost.token", mm["bot_token"]),
+                       "webhook_url_file": _private(key_dir / "mattermost.webhook", mm["webhook_url"])},
+        "ldap": {"uri": directory["uri"], "people_base": directory["people_base"],
+                 "bind_dn": directory["service_dn"], "starttls": False, "allow_plaintext": True,
+                 "timeout": 5.0,
+                 "bind_password_file": _private(key_dir / "ldap.password", directory["service_password"])},
+    }
+
+
 def _toml(value) -> str:
     return json.dumps(value)  # JSON strings, numbers, bools and lists are valid TOML
 

@@ -145,6 +145,12 @@ def up(s: LdapSettings, users: list[TestUser]) -> None:
                        check=True, capture_output=True, text=True)
     finally:
         ldif.unlink()
+    start(s)
+
+
+def start(s: LdapSettings) -> None:
+    """Start slapd on the directory as it is (tests restart it after an outage)."""
+    conf = s.root / "slapd.conf"
     procs.spawn(s.base, "slapd", [
         "/usr/sbin/slapd", "-d", "0", "-f", str(conf), "-h", f"{s.uri}/ {s.ldapi_uri}/",
     ])

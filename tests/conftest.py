@@ -138,8 +138,9 @@ def make_daemon(description, tmp_path):
 
     def factory(sections: dict | None = None, name: str = "backend") -> RunningDaemon:
         root = tmp_path / name
-        from testbed.carme import slurm_section
-        merged = {"slurm": slurm_section(description)}
+        from testbed.carme import messaging_sections, slurm_section
+        merged = {"slurm": slurm_section(description),
+                  **messaging_sections(description, Path(description["carme"]["keys"]))}
         for section, table in (sections or {}).items():
             merged[section] = {**merged.get(section, {}), **table}
         sections = merged

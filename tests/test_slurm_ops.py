@@ -96,7 +96,8 @@ def test_set_trigger_checks_owner_and_name_and_sets_both_triggers(backend_daemon
     ok = call(client, "set_trigger", slurm_job_id=job_id, user=test_user["name"], name="ops-trig")
     assert ok["result"]["triggers"] == ["finished", "ending_soon"]
     listing = slurm(["strigger", "--get", f"--jobid={job_id}"], slurm_env).stdout
-    assert "fini" in listing and "time" in listing and "carme-slurm-hook trigger" in listing
+    assert "fini" in listing and "time" in listing
+    assert f"trigger finished {test_user['name']} ops-trig" in listing
     unknown = call(client, "set_trigger", slurm_job_id=3_999_999, user=test_user["name"], name="x")
     assert unknown["error"]["code"] == "unknown_job"
     call(client, "stop_job", name="ops-trig", user=test_user["name"])
