@@ -248,7 +248,7 @@ class Daemon:
         kind = {"ok": "done", "error": "failed"}.get(outcome.status, outcome.status)
         with self.counter_lock:
             self.counters[kind] += 1
-            if outcome.status != "ok":
+            if outcome.status in ("error", "rejected"):
                 self.last_error = f"{claim.id}: {outcome.code}: {outcome.message}"
         level = logging.INFO if outcome.status in ("ok", "deferred") else logging.WARNING
         detail = "" if outcome.status == "ok" else f" code={outcome.code} reason={outcome.message!r}"

@@ -1,17 +1,44 @@
-"""make demo: bring the testbed up, run one GPU job as a test user, show it, bring it down."""
+"""make demo: the whole path of one Carme job on the embedded default.
+
+Brings up the testbed (Slurm + munge, slapd, the Mattermost stand-in), starts carme-backend
+on it, and, as the portal would, walks one job through start → trigger → prolog event → DM →
+stop → epilog event, printing what happened at each step; then a password change, the
+admin's view, and everything down again.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import requests
+
+from carme.daemon import jobstatus
+from carme.spool import SpoolClient
+from carme.spool.layout import Spool
 from testbed import Testbed
 
 
 def step(text: str) -> None:
     print(f"\n== {text}", flush=True)
+
+
+def wait_for(check, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise SystemExit(f"demo: timed out waiting for {what}")
+
+
+def show(response: dict) -> None:
+    print(json.dumps({k: response.get(k) for k in ("status", "result", "error") if k in response}))
 
 
 def main(base: str) -> int:
@@ -20,33 +47,64 @@ def main(base: str) -> int:
     started = time.monotonic()
     description = bed.up()
     print(f"up in {time.monotonic() - started:.1f}s: {bed.status()}")
-    env = {"SLURM_CONF": description["slurm"]["conf"], "PATH": "/usr/bin:/bin"}
+    carme = description["carme"]
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "SLURM_CONF": description["slurm"]["conf"]}
+    daemon = subprocess.Popen([str(bin_dir / "carme-backend"), "--config", carme["config"], "run"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    spool = Spool(carme["spool"])
+    mm = description["mattermost"]["url"]
+    requests.post(f"{mm}/_test/reset", timeout=5)
     user = description["users"][0]
+    client = SpoolClient(carme["spool"], "frontend", Path(carme["keys"]) / "frontend.key",
+                         seal_to=Path(carme["keys"]) / "seal.pub")
     try:
-        step(f"submitting a 1-GPU job as {user['name']}")
-        out = Path(user["home"]) / "carme-demo.out"
-        job_id = subprocess.run(
-            ["sbatch", "--parsable", f"--uid={user['name']}", f"--gid={user['name']}",
-             "--export=NONE", f"--chdir={user['home']}", "--gres=gpu:1", f"--output={out}",
-             "--job-name=carme-demo", "--wrap",
-             "echo running as $(id -un) on $(hostname -s) with GPU $CUDA_VISIBLE_DEVICES; sleep 2"],
-            env=env, capture_output=True, text=True, check=True).stdout.strip()
-        print(f"Slurm job {job_id}")
-        seen = None
-        for _ in range(100):
-            state = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env,
-                                   capture_output=True, text=True).stdout
-            state = next((t.split("=", 1)[1] for t in state.split() if t.startswith("JobState=")), "?")
-            if state != seen:
-                print(f"job {job_id}: {state}")
-                seen = state
-            if state in ("COMPLETED", "FAILED", "CANCELLED"):
-                break
-            time.sleep(0.2)
-        step("job output")
-        print(out.read_text().strip())
-        return 0 if seen == "COMPLETED" else 1
+        wait_for(lambda: spool.status_path.exists(), "the daemon's heartbeat")
+        step("ping")
+        show(client.wait(client.ping(), 30))
+
+        step(f"start_job: a 1-GPU container job for {user['name']} (signed request → spool)")
+        response = client.wait(client.start_job(user["name"], "demo", description["images"][0],
+                                                [user["home"]], "gpu", 1, 1, "carme-demo"), 60)
+        show(response)
+        job_id = response["result"]["slurm_job_id"]
+
+        step("set_trigger: job end, and 1 minute before the time limit")
+        show(client.wait(client.set_trigger(job_id, user["name"], "carme-demo"), 30))
+
+        step("prolog event: the Slurm hook reports the start; jobs/<id>.json follows")
+        status = wait_for(lambda: (s := jobstatus.read(spool, job_id)) and s["state"] == "running" and s,
+                          "the prolog event")
+        print(f"job {job_id}: {status['state']} on {status.get('nodes')}")
+        record = Path(user["home"]) / ".carme-runtime" / f"{job_id}.json"
+        wait_for(record.exists, "the container to start")
+        print(f"container runtime called with: {record.read_text()}")
+
+        step("direct messages the user got on Mattermost so far")
+        for post in requests.get(f"{mm}/_test/posts", timeout=5).json():
+            print(f"to @{post['to']} ({post['via']}): {post['message']}")
+
+        step("stop_job")
+        show(client.wait(client.stop_job("carme-demo", user["name"]), 30))
+
+        step("epilog event: the daemon asks Slurm how the job ended")
+        status = wait_for(lambda: (s := jobstatus.read(spool, job_id)) and s["state"] == "cancelled" and s,
+                          "the epilog event")
+        print(" → ".join(h["kind"] + ("" if h["applied"] else " (dup)") for h in status["history"]))
+
+        step("set_password: sealed by the portal, opened only in the daemon's memory")
+        dn = f"uid={user['name']},{description['ldap']['people_base']}"
+        show(client.wait(client.set_password(dn, user["name"], user["password"]), 30))
+
+        step("the admin's view")
+        time.sleep(1.2)
+        admin = [str(bin_dir / "carme-backend"), "--config", carme["config"]]
+        subprocess.run([*admin, "status"], env=env)
+        subprocess.run([*admin, "audit", "--since", "10m"], env=env)
+        return 0
     finally:
+        daemon.terminate()
+        daemon.wait(60)
         step("bringing the testbed down")
         bed.down()
 
