@@ -4,7 +4,9 @@ A testbed of its own (free ports), N jobs each way: the raw loop submits the ver
 daemon renders, as the same user with the same options; the daemon run drops N start_job
 requests at once and waits for every slurm_job_id. Also drop → slurm_job_id latency p50/p99
 for single requests. All jobs are cancelled at the end. Prints one JSON line; target ratio
-≥ 0.8 with the CLI backend.
+≥ 0.8 with the CLI backend. The daemon also sends each user the original's "job scheduled"
+DM (to the testbed's Mattermost stand-in); BENCH_NO_NOTICES=1 turns that off, to compare
+the Slurm work alone.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ def main() -> None:
     description = bed.up()
     env = {"PATH": "/usr/bin:/bin", "SLURM_CONF": description["slurm"]["conf"]}
     backend = description["carme"]
+    if os.environ.get("BENCH_NO_NOTICES"):
+        with open(backend["config"], "a") as f:
+            f.write("\n[notify]\nstart_job = false\n")
     daemon = subprocess.Popen([str(Path(sys.executable).parent / "carme-backend"), "--config",
                                backend["config"], "run"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env={**os.environ, **env})
@@ -82,6 +87,7 @@ def main() -> None:
         bed.down()
     print(json.dumps({
         "bench": "start_job", "backend": "cli", "jobs": N, "ok": ok,
+        "scheduled_notices": not os.environ.get("BENCH_NO_NOTICES"),
         "raw_sbatch_per_s": round(N / raw, 1), "daemon_per_s": round(N / daemon_s, 1),
         "ratio": round(raw / daemon_s, 3), "target_ratio": 0.8,
         "latency_ms_p50": round(statistics.median(latencies), 1),

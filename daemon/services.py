@@ -13,6 +13,7 @@ import time
 from carme.daemon.checks import needs_seal_key
 from carme.daemon.ldap_password import LdapPasswords
 from carme.daemon.mattermost import Mattermost
+from carme.daemon.slurm.index import JobIndex
 from carme.daemon.slurm.select import choose
 from carme.spool import keys
 
@@ -25,6 +26,7 @@ class SlurmService:
         self.backend = backend
         self.config = config
         self.name = backend.name
+        self.index = JobIndex(backend)
         self.health_ttl = health_ttl
         self._lock = threading.Lock()
         self._checked_at = float("-inf")

@@ -109,7 +109,7 @@ def test_unknown_user_is_permanent_before_slurm_is_asked():
 def test_find_job_cancel():
     module = fake_pyslurm(jobs={5: job(5), 6: job(6, name="other"), 7: job(7, user="bob")})
     backend = pyslurm_backend.PyslurmBackend(module)
-    assert [j.job_id for j in backend.find("carmetest1", "j")] == [5]
+    assert [j.job_id for j in backend.jobs_of("carmetest1")] == [5, 6]
     assert backend.job(5).active and backend.job(99) is None
     backend.cancel(99)  # gone: success
     assert ("cancel", 99) in module.calls

@@ -73,7 +73,7 @@ def test_submit_find_job_trigger_cancel(backend, test_user, slurm_env):
                                  "echo $CUDA_VISIBLE_DEVICES; sleep 300\n",
                                  gres="gpu:2", output=str(out)))
     wait_for_state(job_id, {"RUNNING"}, slurm_env)
-    (found,) = backend.find(test_user["name"], "cli-find")
+    (found,) = [j for j in backend.jobs_of(test_user["name"]) if j.name == "cli-find"]
     assert (found.job_id, found.user, found.comment) == (job_id, test_user["name"], "carme:test")
     assert backend.job(job_id).active
     backend.trigger(job_id, "fini", ["/bin/true", "fini"])
@@ -121,7 +121,7 @@ def test_ping_up_and_controller_unreachable_is_transient(backend, tmp_path):
     dead = cli.CliBackend(str(conf), timeout=60)
     assert dead.ping() is False
     with pytest.raises(SlurmTransient) as info:
-        dead.find("carmetest1", "x")
+        dead.jobs_of("carmetest1")
     assert info.value.code == "controller_unreachable"
 
 
@@ -147,3 +147,32 @@ def test_service_shares_one_controller_check_between_pings():
     assert all(service.ping() for _ in range(100))
     assert backend.calls == 1
     assert service.health() == "counting:up"
+
+
+def test_job_index_shares_one_listing_and_confirms_before_reuse():
+    from carme.daemon.slurm.base import JobInfo
+    from carme.daemon.slurm.index import JobIndex
+
+    class Backend:
+        listings = 0
+        gone = set()
+
+        def jobs_of(self, user):
+            self.listings += 1
+            return [JobInfo(1, "a", user, "RUNNING")]
+
+        def job(self, job_id):
+            return None if job_id in self.gone else JobInfo(job_id, "a", "u", "RUNNING")
+
+    backend = Backend()
+    index = JobIndex(backend, ttl=60)
+    assert index.active_job("u", "a").job_id == 1
+    assert index.active_job("u", "b") is None
+    index.added(JobInfo(2, "b", "u", "PENDING"))
+    assert index.active_job("u", "b").job_id == 2
+    assert backend.listings == 1
+    backend.gone.add(1)  # ended since the snapshot: confirmed gone, not reused
+    assert index.active_job("u", "a") is None
+    index.forget("u")
+    index.jobs_of("u")
+    assert backend.listings == 2

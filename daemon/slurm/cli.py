@@ -69,12 +69,10 @@ def parse_sbatch(stdout: str) -> int:
     return int(match.group(1))
 
 
-def squeue_argv(user: str | None = None, name: str | None = None, job_id: int | None = None) -> list[str]:
+def squeue_argv(user: str | None = None, job_id: int | None = None) -> list[str]:
     argv = ["squeue", "--noheader", f"--format={SQUEUE_FORMAT}", "--states=all"]
     if user:
         argv.append(f"--user={user}")
-    if name:
-        argv.append(f"--name={name}")
     if job_id:
         argv.append(f"--jobs={job_id}")
     return argv
@@ -144,8 +142,8 @@ class CliBackend:
         argv = sbatch_argv(job, entry.pw_uid, entry.pw_gid)
         return parse_sbatch(self._call(argv, "sbatch", stdin=job.script))
 
-    def find(self, user: str, name: str) -> list[JobInfo]:
-        return parse_squeue(self._call(squeue_argv(user=user, name=name), "squeue"))
+    def jobs_of(self, user: str) -> list[JobInfo]:
+        return parse_squeue(self._call(squeue_argv(user=user), "squeue"))
 
     def job(self, job_id: int) -> JobInfo | None:
         try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from carme.daemon import jobstatus, notify
 from carme.daemon.errors import Permanent
-from carme.daemon.slurm.base import Submission
+from carme.daemon.slurm.base import JobInfo, Submission
 from carme.daemon.slurm.settings import SlurmConfig
 from carme.spool.envelope import Request
 
@@ -147,9 +147,9 @@ def start_job(ctx, request: Request) -> dict:
     gres = check_resources(args, cfg)
     image = check_image(args["image"], cfg)
     mounts = check_mounts(args["mounts"], cfg)
-    existing = [job for job in slurm.backend.find(args["user"], args["name"]) if job.active]
-    if existing:
-        return {"slurm_job_id": existing[0].job_id, "already_running": True}
+    existing = slurm.index.active_job(args["user"], args["name"])
+    if existing is not None:
+        return {"slurm_job_id": existing.job_id, "already_running": True}
     try:
         template = Path(cfg.template).read_text()
     except OSError as error:
@@ -162,6 +162,7 @@ def start_job(ctx, request: Request) -> dict:
                      gres=gres, time_limit=args.get("time_limit", cfg.default_time_limit),
                      comment=comment_for(request), workdir=entry.pw_dir, output=output)
     job_id = slurm.backend.submit(job)
+    slurm.index.added(JobInfo(job_id, args["name"], args["user"], "PENDING", job.comment))
     jobstatus.record(ctx.spool, job_id, "queued", time.time(), user=args["user"], name=args["name"],
                      source="start_job")
     if notify.settings(ctx).start_job:
@@ -175,10 +176,11 @@ def stop_job(ctx, request: Request) -> dict:
     args = request.args
     check_user(args["user"], slurm.config)
     cancelled = []
-    for job in slurm.backend.find(args["user"], args["name"]):
-        if job.active and job.user == args["user"]:
+    for job in slurm.index.jobs_of(args["user"], fresh=True):
+        if job.name == args["name"] and job.active and job.user == args["user"]:
             slurm.backend.cancel(job.job_id)
             cancelled.append(job.job_id)
+    slurm.index.forget(args["user"])
     if cancelled and notify.settings(ctx).stop_job:
         notify.tell(ctx, args["user"], "stopped", name=args["name"])
     return {"cancelled": cancelled}

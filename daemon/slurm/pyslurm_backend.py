@@ -98,9 +98,9 @@ class PyslurmBackend:
         return JobInfo(int(job.id), job.name or "", job.user_name or "", str(job.state),
                        job.comment or "")
 
-    def find(self, user: str, name: str) -> list[JobInfo]:
+    def jobs_of(self, user: str) -> list[JobInfo]:
         jobs = self._rpc("load jobs", self.pyslurm.Jobs.load)
-        return [self._info(j) for j in jobs.values() if j.user_name == user and j.name == name]
+        return [self._info(j) for j in jobs.values() if j.user_name == user]
 
     def job(self, job_id: int) -> JobInfo | None:
         try:
