@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import time
-from pathlib import Path
 
 _counter = itertools.count()
 _HOST = socket.gethostname().split(".")[0].replace("/", "_")
@@ -23,7 +22,7 @@ def unique_tmp_name() -> str:
     return f"{time.time_ns()}.{os.getpid()}_{next(_counter)}.{_HOST}.tmp"
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -31,8 +30,8 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_tmp(tmp_dir: Path, data: bytes, mode: int, durable: bool) -> Path:
-    tmp = Path(tmp_dir) / unique_tmp_name()
+def _write_tmp(tmp_dir, data: bytes, mode: int, durable: bool) -> str:
+    tmp = os.path.join(tmp_dir, unique_tmp_name())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb", closefd=True) as f:
@@ -41,23 +40,30 @@ def _write_tmp(tmp_dir: Path, data: bytes, mode: int, durable: bool) -> Path:
             if durable:
                 os.fsync(f.fileno())
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     return tmp
 
 
-def publish(tmp_dir: Path, final: Path, data: bytes, mode: int = 0o640, durable: bool = True) -> None:
+def _discard(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def publish(tmp_dir, final, data: bytes, mode: int = 0o640, durable: bool = True) -> None:
     """Write ``data`` to ``final`` with no way to see it half-written; fail if it exists."""
     tmp = _write_tmp(tmp_dir, data, mode, durable)
     try:
         os.link(tmp, final)
     finally:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
     if durable:
-        fsync_dir(final.parent)
+        fsync_dir(os.path.dirname(final))
 
 
-def deliver(tmp_dir: Path, final: Path, data: bytes, mode: int = 0o640) -> None:
+def deliver(tmp_dir, final, data: bytes, mode: int = 0o640) -> None:
     """Hand a request to the daemon: write and fsync it in tmp/, rename it into place,
     fsync the folder. Unlike ``publish`` the file never has two names (the daemon rejects
     a request with extra hard links); an existing ``final`` is refused beforehand, which
@@ -68,36 +74,37 @@ def deliver(tmp_dir: Path, final: Path, data: bytes, mode: int = 0o640) -> None:
     try:
         os.rename(tmp, final)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
-    fsync_dir(final.parent)
+    fsync_dir(os.path.dirname(final))
 
 
-def replace(tmp_dir: Path, final: Path, data: bytes, mode: int = 0o640, durable: bool = False) -> None:
+def replace(tmp_dir, final, data: bytes, mode: int = 0o640, durable: bool = False) -> None:
     """Write ``data`` to ``final`` atomically, replacing what was there."""
     tmp = _write_tmp(tmp_dir, data, mode, durable)
     try:
         os.replace(tmp, final)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     if durable:
-        fsync_dir(final.parent)
+        fsync_dir(os.path.dirname(final))
 
 
 def dumps(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def read_json(path: Path):
+def read_json(path):
     """The JSON in a small file we wrote ourselves, or None if it is missing or torn."""
     try:
-        return json.loads(Path(path).read_bytes())
+        with open(path, "rb") as f:
+            return json.loads(f.read())
     except (FileNotFoundError, ValueError):
         return None
 
 
-def append_line(path: Path, obj, durable: bool = True) -> None:
+def append_line(path, obj, durable: bool = True) -> None:
     """Append one JSON line with a single write(2) on an O_APPEND file: lines never interleave."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
     try:

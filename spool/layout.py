@@ -52,6 +52,7 @@ class Spool:
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
         object.__setattr__(self, "_folders", {name: self.root / name for name in FOLDERS})
+        object.__setattr__(self, "_dirs", {name: str(path) for name, path in self._folders.items()})
 
     # --- folders and files --------------------------------------------------------------
     def folder(self, name: str) -> Path:
@@ -60,8 +61,17 @@ class Spool:
         except KeyError:
             raise ValueError(f"no spool folder {name!r}") from None
 
+    def dir(self, name: str) -> str:
+        """``folder(name)`` as a string, for the daemon's hot path."""
+        return str(self.folder(name)) if name not in self._dirs else self._dirs[name]
+
+    def file(self, folder: str, request_id: str, suffix: str = ".json") -> str:
+        """``<folder>/<id><suffix>`` as a string: the naming rule, without building Path
+        objects (they were a third of the daemon's CPU time per request)."""
+        return f"{self.dir(folder)}/{_checked(request_id)}{suffix}"
+
     def request_path(self, state: str, request_id: str) -> Path:
-        return self.folder(state) / f"{_checked(request_id)}.json"
+        return Path(self.file(state, request_id))
 
     def duplicate_path(self, request_id: str, n: int) -> Path:
         """Where a rejected second file for an id that already has a record is kept."""
@@ -73,10 +83,10 @@ class Spool:
         return self.folder("failed") / f"{stem}.reason"
 
     def response_path(self, request_id: str) -> Path:
-        return self.folder("responses") / f"{_checked(request_id)}.json"
+        return Path(self.file("responses", request_id))
 
     def ledger_path(self, request_id: str) -> Path:
-        return self.folder("ledger") / f"{_checked(request_id)}.json"
+        return Path(self.file("ledger", request_id))
 
     @property
     def audit_path(self) -> Path:

@@ -36,7 +36,7 @@ class Ledger:
         self.spool = spool
 
     def get(self, request_id: str) -> dict | None:
-        return files.read_json(self.spool.ledger_path(request_id))
+        return files.read_json(self.spool.file("ledger", request_id))
 
     def accepted_before(self, request_id: str, raw: bytes) -> dict | None:
         """The record of ``raw`` if it was accepted before and has not ended (a deferred,
@@ -55,7 +55,7 @@ class Ledger:
         return entry
 
     def _exists(self, state: str, request_id: str) -> bool:
-        return os.path.lexists(self.spool.request_path(state, request_id))
+        return os.path.lexists(self.spool.file(state, request_id))
 
     def remember(self, request_id: str, raw: bytes, **fields) -> dict:
         """Start (or restart) the record of the request whose bytes are ``raw``."""
@@ -66,7 +66,7 @@ class Ledger:
         caller holds the current record, to spare a read."""
         entry = dict(entry if entry is not None else (self.get(request_id) or {"id": request_id}))
         entry.update(fields)
-        fd = os.open(self.spool.ledger_path(request_id),
+        fd = os.open(self.spool.file("ledger", request_id),
                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb", closefd=True) as f:
             f.write(files.dumps(entry))

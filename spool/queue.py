@@ -42,7 +42,7 @@ class Claim:
     """A request file this process holds in ``active/``."""
 
     id: str
-    path: Path
+    path: str  # active/<id>.json
     fd: int  # open, holding the claim's flock until release()
     claimed_at: float = field(default_factory=time.monotonic)
     request: Request | None = None
@@ -114,8 +114,8 @@ class Queue:
     def claim(self, request_id: str, state: str = "incoming") -> Claim | None:
         """Lock ``state/<id>.json`` and move it into ``active/``; None if another claimer
         holds it or was first. A symlink or directory goes to failed/ at once."""
-        source = self.spool.request_path(state, request_id)
-        target = self.spool.request_path("active", request_id)
+        source = self.spool.file(state, request_id)
+        target = self.spool.file("active", request_id)
         fd = _open_locked(source)
         if fd is None:
             return None
@@ -192,7 +192,7 @@ class Queue:
                 self._remember(claim.id, claim.request.raw, claim.first_claimed_at, **fields)
             else:
                 self.ledger.update(claim.id, claim.entry, **fields)
-            os.rename(claim.path, self.spool.request_path("deferred", claim.id))
+            os.rename(claim.path, self.spool.file("deferred", claim.id))
             return
         if outcome.status == "rejected" and self._has_record(claim.id, outcome):
             self._reject_entry(claim.id, claim.path, Rejection(outcome.code, outcome.message))
@@ -200,7 +200,8 @@ class Queue:
         state = "done" if outcome.status == "ok" else "failed"
         self._write_response(claim, outcome)
         if outcome.status != "ok":
-            self._write_reason(self.spool.reason_path(claim.id), outcome.code, outcome.message)
+            self._write_reason(self.spool.file("failed", claim.id, ".reason"), outcome.code,
+                               outcome.message)
         self.audit(self._audit_line(claim, outcome, audit or {}))
         self._archive(claim, state)  # the commit point: before it, recovery concludes the request
         if claim.entry is not None:
@@ -219,11 +220,11 @@ class Queue:
 
     def _has_record(self, request_id: str, outcome: Outcome) -> bool:
         """A rejected file whose id already has a record must not overwrite it."""
-        return outcome.code == "replay" or self.spool.response_path(request_id).exists()
+        return outcome.code == "replay" or os.path.exists(self.spool.file("responses", request_id))
 
     def _archive(self, claim: Claim, state: str) -> None:
         """Move the claimed file into done/ or failed/, without its secret fields."""
-        target = self.spool.request_path(state, claim.id)
+        target = self.spool.file(state, claim.id)
         request = claim.request
         if request is None or not SECRET_FIELDS.get(request.op):
             os.replace(claim.path, target)
@@ -231,7 +232,7 @@ class Queue:
         obj = json.loads(request.raw)
         for name in SECRET_FIELDS[request.op]:
             obj["args"].pop(name, None)
-        files.replace(self.spool.folder("tmp"), target, files.dumps(obj), mode=0o600)
+        files.replace(self.spool.dir("tmp"), target, files.dumps(obj), mode=0o600)
         os.unlink(claim.path)
 
     def _reject_entry(self, request_id: str, source: Path, rejection: Rejection) -> None:
@@ -250,7 +251,7 @@ class Queue:
                     "code": rejection.code, "reason": rejection.reason, "file": target.name})
 
     def _write_reason(self, path: Path, code: str | None, message: str | None) -> None:
-        files.replace(self.spool.folder("tmp"), path, f"{code}: {message}\n".encode())
+        files.replace(self.spool.dir("tmp"), path, f"{code}: {message}\n".encode())
 
     def _write_response(self, claim: Claim, outcome: Outcome) -> None:
         response = {"v": 1, "id": claim.id, "status": outcome.status, "finished_at": time.time()}
@@ -260,7 +261,7 @@ class Queue:
             response["result"] = outcome.result or {}
         else:
             response["error"] = {"code": outcome.code, "message": outcome.message}
-        files.replace(self.spool.folder("tmp"), self.spool.response_path(claim.id),
+        files.replace(self.spool.dir("tmp"), self.spool.file("responses", claim.id),
                       files.dumps(response), mode=0o644, durable=self.durable)
 
     def _audit_line(self, claim: Claim, outcome: Outcome, extra: dict) -> dict:
