@@ -1,8 +1,8 @@
 """Atomic file steps: every file a reader can see under its final name is complete.
 
 The writer's protocol (Maildir's): create a unique file in ``tmp/`` with ``O_EXCL``, write,
-fsync, close, then rename (or link) it to its final name, fsync that folder, and never
-touch the file again. On any error the tmp file is removed.
+fsync, close, then rename it to its final name, fsync that folder, and never touch the
+file again. On any error the tmp file is removed.
 """
 
 from __future__ import annotations
@@ -52,22 +52,11 @@ def _discard(path: str) -> None:
         pass
 
 
-def publish(tmp_dir, final, data: bytes, mode: int = 0o640, durable: bool = True) -> None:
-    """Write ``data`` to ``final`` with no way to see it half-written; fail if it exists."""
-    tmp = _write_tmp(tmp_dir, data, mode, durable)
-    try:
-        os.link(tmp, final)
-    finally:
-        _discard(tmp)
-    if durable:
-        fsync_dir(os.path.dirname(final))
-
-
 def deliver(tmp_dir, final, data: bytes, mode: int = 0o640) -> None:
     """Hand a request to the daemon: write and fsync it in tmp/, rename it into place,
-    fsync the folder. Unlike ``publish`` the file never has two names (the daemon rejects
-    a request with extra hard links); an existing ``final`` is refused beforehand, which
-    for a fresh uuid4 id is a formality, not a race that matters."""
+    fsync the folder. Rename, not Maildir's link: the file never has two names (the daemon
+    rejects a request with extra hard links); an existing ``final`` is refused beforehand,
+    which for a fresh uuid4 id is a formality, not a race that matters."""
     if os.path.lexists(final):
         raise FileExistsError(final)
     tmp = _write_tmp(tmp_dir, data, mode, durable=True)

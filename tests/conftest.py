@@ -119,6 +119,14 @@ class RunningDaemon:
         self.process.send_signal(sig or signals.SIGTERM)
         return self.process.wait(timeout)
 
+    def wait_deferred(self, request_id: str, timeout: float = 30) -> None:
+        """Wait until the request sits in deferred/ (a transient failure), or fail."""
+        deferred = self.spool_dir / "deferred" / f"{request_id}.json"
+        deadline = time.monotonic() + timeout
+        while not deferred.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert deferred.exists(), f"{request_id} was not deferred:\n{self.log()[-2000:]}"
+
     def log(self) -> str:
         path = self.root / "backend.log"
         return path.read_text() if path.exists() else ""

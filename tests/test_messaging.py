@@ -87,11 +87,7 @@ def test_mattermost_down_is_deferred_then_delivered(testbed, messenger, mm, test
     try:
         client = messenger.client()
         request_id = client.send_message(test_user["name"], "when you are back")
-        deferred = Path(messenger.spool_dir, "deferred", f"{request_id}.json")
-        deadline = time.monotonic() + 30
-        while not deferred.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert deferred.exists()
+        messenger.wait_deferred(request_id)
     finally:
         testbed.restart_mattermost()
     assert client.wait(request_id, 60)["status"] == "ok"
@@ -177,11 +173,7 @@ def test_slapd_down_is_deferred_then_done_after_restart(testbed, messenger, desc
     try:
         client = messenger.client()
         request_id = client.set_password(dn, other_user["name"], new)
-        deferred = Path(messenger.spool_dir, "deferred", f"{request_id}.json")
-        deadline = time.monotonic() + 30
-        while not deferred.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert deferred.exists()
+        messenger.wait_deferred(request_id)
     finally:
         testbed.start_slapd()
     assert client.wait(request_id, 60)["status"] == "ok"

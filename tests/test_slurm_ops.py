@@ -159,11 +159,7 @@ def test_controller_down_defers_then_done_when_back(testbed, make_daemon, descri
     testbed.stop_slurmctld()
     try:
         request_id = client.submit("start_job", **start_args(description, test_user, "ops-outage"))
-        deferred = Path(daemon.spool_dir, "deferred", f"{request_id}.json")
-        deadline = time.monotonic() + 90
-        while not deferred.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert deferred.exists(), daemon.log()[-2000:]
+        daemon.wait_deferred(request_id, timeout=90)
         assert client.response(request_id) is None
     finally:
         testbed.start_slurmctld()
