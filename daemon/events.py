@@ -46,4 +46,4 @@ def job_event(ctx, request: Request) -> dict:
         notified = notify.tell(ctx, args["user"], kind, name=status.get("name"),
                                job_id=args["slurm_job_id"], nodes=status.get("nodes"),
                                exit_code=status.get("exit_code"))
-    return {"state": status["state"], "changed": changed, "notified": notified}
+    return {"state": status["state"], "changed": changed, "notice_queued": notified}

@@ -1,13 +1,18 @@
 """Telling users what happened to their jobs: the ``[notify]`` section and ``tell()``.
 
-Messages go through the Mattermost service when one is configured; otherwise they are only
-logged. A failed notice never fails the operation that caused it: the job started or
-stopped regardless, and the event is in jobs/<id>.json and the log.
+Notices are handed to one background sender, so a Slurm operation never waits for
+Mattermost; with no Mattermost configured they are only logged. A notice is best effort:
+one that fails (or is still queued when the daemon stops) is logged, and never fails the
+operation that caused it — the job started or stopped regardless, and the event is in
+jobs/<id>.json and the log. send_message, which *is* a message, is not a notice: it goes
+through the spool's retries.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 
 from carme.daemon.config import register_section
@@ -45,17 +50,44 @@ def settings(ctx) -> NotifyConfig:
     return ctx.config.extra.get("notify", DEFAULT)
 
 
+class Notices:
+    """A queue of notices and the thread that sends them through ``messenger``."""
+
+    def __init__(self, messenger):
+        self.messenger = messenger
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._send_all, name="notices", daemon=True)
+        self._thread.start()
+
+    def post(self, user: str, text: str) -> None:
+        self._queue.put((user, text))
+
+    def _send_all(self) -> None:
+        while (item := self._queue.get()) is not None:
+            user, text = item
+            try:
+                self.messenger.send(user, text)
+            except OperationError as error:
+                log.warning("could not notify %s (%s): %s", user, error.code, error.message)
+            except Exception:
+                log.exception("notice to %s failed unexpectedly", user)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is queued (for up to ``timeout`` seconds), then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def health(self) -> str:
+        return f"queued:{self._queue.qsize()}"
+
+
 def tell(ctx, user: str, what: str, **fields) -> bool:
-    """Send ``user`` the message for ``what``; True if it was delivered."""
+    """Queue the message for ``what`` to ``user``; False if there is no one to send it."""
     text = MESSAGES[what].format_map({"name": "?", "job_id": "?", "nodes": "?", "exit_code": "?",
                                       **{k: v for k, v in fields.items() if v is not None}})
-    messenger = ctx.services.get("mattermost")
-    if messenger is None:
+    notices = ctx.services.get("notices")
+    if notices is None:
         log.info("notice for %s (no Mattermost configured): %s", user, text)
         return False
-    try:
-        messenger.send(user, text)
-    except OperationError as error:
-        log.warning("could not notify %s (%s): %s", user, error.code, error.message)
-        return False
+    notices.post(user, text)
     return True

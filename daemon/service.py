@@ -71,9 +71,12 @@ class Daemon:
     def _apply(self, config) -> None:
         """Build everything that depends on the config; used at start and on SIGHUP."""
         verifier = checks.build_verifier(config)
+        context = Context(config, self.spool, services.build(config), self.started)
+        previous = getattr(self, "context", None)
         self.queue = Queue(self.spool, verifier, durable=config.spool.durable)
-        self.context = Context(config, self.spool, services.build(config), self.started)
-        self.config = config
+        self.context, self.config = context, config
+        if previous is not None:
+            services.close(previous.services)
 
     def reload(self) -> None:
         try:
@@ -113,6 +116,7 @@ class Daemon:
             observer.stop()
             drained = self.executor.drain(self.config.daemon.shutdown_timeout)
             self.executor.close()
+            services.close(self.context.services)
             if not drained:
                 log.warning("stopped with work in flight; it will be recovered at the next start")
             self._write_status()

@@ -13,6 +13,7 @@ import time
 from carme.daemon.checks import needs_seal_key
 from carme.daemon.ldap_password import LdapPasswords
 from carme.daemon.mattermost import Mattermost
+from carme.daemon.notify import Notices
 from carme.daemon.slurm.index import JobIndex
 from carme.daemon.slurm.select import choose
 from carme.spool import keys
@@ -56,6 +57,13 @@ class SecretOpener:
         return "loaded"
 
 
+def close(services: dict) -> None:
+    """Let services with work of their own (queued notices) finish it."""
+    for service in services.values():
+        if hasattr(service, "close"):
+            service.close()
+
+
 def build(config) -> dict:
     services = {}
     extra = config.extra
@@ -63,6 +71,7 @@ def build(config) -> dict:
         services["slurm"] = SlurmService(choose(extra["slurm"]), extra["slurm"])
     if "mattermost" in extra:
         services["mattermost"] = Mattermost(extra["mattermost"])
+        services["notices"] = Notices(services["mattermost"])
     if "ldap" in extra:
         services["ldap"] = LdapPasswords(extra["ldap"])
     if needs_seal_key(config):
