@@ -84,7 +84,7 @@ def test_submit_maps_every_argument_onto_pyslurm_names(test_user):
                       "user_id": test_user["uid"], "group_id": test_user["gid"],
                       "working_directory": "/home/carmetest1", "standard_output": "/home/carmetest1/out",
                       "comment": "carme:x", "environment": "NONE", "gres_per_node": "gpu:a100:2",
-                      "time_limit": "30"}
+                      "time_limit": 30}
 
 
 @pytest.mark.parametrize("errno,cls,code", [

@@ -90,7 +90,9 @@ class PyslurmBackend:
             # "NONE": Slurm loads the user's own environment, as sbatch --export=NONE
             environment="NONE",
             **({"gres_per_node": job.gres} if job.gres else {}),
-            **({"time_limit": str(job.time_limit)} if job.time_limit else {}),
+            # minutes as an int: pyslurm 25.11.2 passes a digit *string* through unconverted
+            # and the submit dies with "TypeError: an integer is required" (seen by hand)
+            **({"time_limit": int(job.time_limit)} if job.time_limit else {}),
         )
         return int(self._rpc("submit", description.submit))
 
