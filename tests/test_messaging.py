@@ -103,6 +103,9 @@ def test_bad_token_is_permanent_and_the_token_is_never_shown(make_daemon, descri
     response = send(daemon, test_user["name"], "x")
     assert response["error"]["code"] == "mattermost_token_rejected"
     real = description["mattermost"]["bot_token"]
+    deadline = time.monotonic() + 10  # the audit line follows the response
+    while not any(line["id"] == response["id"] for line in daemon.audit()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     for text in (daemon.log(), Path(daemon.spool_dir, "audit.jsonl").read_text(), str(response)):
         assert real not in text and "definitely-not-the-token" not in text
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from carme.spool import files
 from conftest import job_field, slurm, wait_for_state
 
 
@@ -42,6 +43,18 @@ def start_args(description, owner, name, **changes) -> dict:
                 time_limit=10)
     args.update(changes)
     return args
+
+
+def wait_for_record(path: Path, ready, timeout: float = 10) -> dict:
+    """A small JSON record the daemon rewrites (in place: a read may catch it mid-write)."""
+    deadline = time.monotonic() + timeout
+    entry = None
+    while time.monotonic() < deadline:
+        entry = files.read_json(path)
+        if entry is not None and ready(entry):
+            return entry
+        time.sleep(0.05)
+    raise AssertionError(f"{path}: {entry}")
 
 
 def call(client, op, **args) -> dict:
@@ -165,8 +178,9 @@ def test_controller_down_defers_then_done_when_back(testbed, make_daemon, descri
         testbed.start_slurmctld()
     response = client.wait(request_id, 120)
     assert response["status"] == "ok", response
-    ledger = json.loads(Path(daemon.spool_dir, "ledger", f"{request_id}.json").read_text())
-    assert ledger["attempts"] >= 2 and ledger["state"] == "done"
+    ledger = wait_for_record(Path(daemon.spool_dir, "ledger", f"{request_id}.json"),
+                             lambda entry: entry.get("state") == "done")
+    assert ledger["attempts"] >= 2
     assert "controller_unreachable" in daemon.log() or "timeout" in daemon.log()
     call(client, "stop_job", name="ops-outage", user=test_user["name"])
     wait_for_state(response["result"]["slurm_job_id"], {"CANCELLED"}, slurm_env)
