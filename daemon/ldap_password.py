@@ -20,7 +20,8 @@ import ldap.dn
 
 from carme.daemon.config import register_section
 from carme.daemon.errors import Permanent, Transient
-from carme.spool.keys import private_file_problems
+from carme.spool.errors import KeyFileError
+from carme.spool.keys import read_secret_file
 
 
 @register_section("ldap")
@@ -72,9 +73,10 @@ class LdapPasswords:
         if cfg.uri.startswith("ldap://") and not (cfg.starttls or cfg.allow_plaintext):
             raise ValueError("[ldap] uri is plain ldap:// with starttls = false; set "
                              "allow_plaintext = true only for a test directory")
-        problems = private_file_problems(Path(cfg.bind_password_file))
-        if problems:
-            raise ValueError("[ldap] bind_password_file: " + "; ".join(problems))
+        try:
+            read_secret_file(Path(cfg.bind_password_file))
+        except KeyFileError as error:
+            raise ValueError(f"[ldap] bind_password_file: {error}") from None
         self.cfg = cfg
 
     def health(self) -> str:
@@ -91,7 +93,7 @@ class LdapPasswords:
             conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
         if cfg.uri.startswith("ldap://") and cfg.starttls:
             conn.start_tls_s()
-        conn.simple_bind_s(cfg.bind_dn, Path(cfg.bind_password_file).read_text().strip())
+        conn.simple_bind_s(cfg.bind_dn, read_secret_file(Path(cfg.bind_password_file)))
         return conn
 
     def set_password(self, user_dn: str, user_name: str, password: str) -> None:

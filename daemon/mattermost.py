@@ -27,7 +27,8 @@ import requests
 
 from carme.daemon.config import register_section
 from carme.daemon.errors import Permanent, Transient
-from carme.spool.keys import private_file_problems
+from carme.spool.errors import KeyFileError
+from carme.spool.keys import read_secret_file
 
 MAX_POST_LENGTH = 16383
 INLINE_RETRY_AFTER = 5.0  # seconds of Retry-After worth waiting for inside the request
@@ -72,10 +73,10 @@ def split_message(text: str, limit: int = MAX_POST_LENGTH) -> list[str]:
 def _read_secret(path: str, what: str) -> str:
     if not path:
         raise ValueError(f"[mattermost] {what} is not set")
-    problems = private_file_problems(Path(path))
-    if problems:
-        raise ValueError(f"[mattermost] {what}: " + "; ".join(problems))
-    return Path(path).read_text().strip()
+    try:
+        return read_secret_file(Path(path))
+    except KeyFileError as error:
+        raise ValueError(f"[mattermost] {what}: {error}") from None
 
 
 class Mattermost:

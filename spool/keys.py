@@ -50,6 +50,15 @@ def private_file_problems(path: Path) -> list[str]:
     return problems
 
 
+def read_secret_file(path: Path) -> str:
+    """The stripped text of a file holding a credential (a token, a bind password),
+    refused unless only its owner (root or this user) can read it."""
+    problems = private_file_problems(Path(path))
+    if problems:
+        raise KeyFileError("; ".join(problems))
+    return Path(path).read_text().strip()
+
+
 def _read_key(path: Path, kind: str) -> bytes:
     path = Path(path)
     if kind in PRIVATE_KINDS:
