@@ -9,8 +9,8 @@
 <spool>/failed/     rejected or failed, with ``<id>.reason`` beside each
 <spool>/responses/  ``<id>.json``: outcomes, for the portal
 <spool>/jobs/       ``<slurm_job_id>.json``: state of each Carme job
-<spool>/ledger/     ``<id>.json``: what the daemon knows of each request id (replay guard,
-                    attempts, next retry); kept for the expiry window
+<spool>/ledger/     ``<id>.json``: requests that outlive one attempt (deferred, recovered,
+                    retried): attempts, next retry, fingerprint; pruned after expiry
 <spool>/audit.jsonl, <spool>/status.json
 ```
 
