@@ -56,24 +56,32 @@ class Notices:
     def __init__(self, messenger):
         self.messenger = messenger
         self._queue: queue.Queue = queue.Queue()
+        self._closed = False
         self._thread = threading.Thread(target=self._send_all, name="notices", daemon=True)
         self._thread.start()
 
     def post(self, user: str, text: str) -> None:
-        self._queue.put((user, text))
+        if self._closed:  # a handler still running on a context replaced by a reload
+            self._send(user, text)
+        else:
+            self._queue.put((user, text))
 
     def _send_all(self) -> None:
         while (item := self._queue.get()) is not None:
-            user, text = item
-            try:
-                self.messenger.send(user, text)
-            except OperationError as error:
-                log.warning("could not notify %s (%s): %s", user, error.code, error.message)
-            except Exception:
-                log.exception("notice to %s failed unexpectedly", user)
+            self._send(*item)
+
+    def _send(self, user: str, text: str) -> None:
+        try:
+            self.messenger.send(user, text)
+        except OperationError as error:
+            log.warning("could not notify %s (%s): %s", user, error.code, error.message)
+        except Exception:
+            log.exception("notice to %s failed unexpectedly", user)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued (for up to ``timeout`` seconds), then stop."""
+        """Send what is queued (for up to ``timeout`` seconds), then stop; later notices
+        are sent by their caller."""
+        self._closed = True
         self._queue.put(None)
         self._thread.join(timeout)
 

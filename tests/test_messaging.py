@@ -199,6 +199,24 @@ def test_job_events_reach_the_user_as_dms(testbed_daemon, description, test_user
     assert any("finished" in t for t in texts), texts
 
 
+def test_notices_queue_until_closed_then_go_out_directly():
+    from carme.daemon.notify import Notices
+
+    class Recorder:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, user, text):
+            self.sent.append((user, text))
+
+    recorder = Recorder()
+    notices = Notices(recorder)
+    notices.post("a", "queued")
+    notices.close()
+    notices.post("b", "after close")
+    assert recorder.sent == [("a", "queued"), ("b", "after close")]
+
+
 def test_zz_no_test_password_is_anywhere_on_disk(description):
     """Runs last in this module: the spool trees, logs and journals hold no password."""
     assert PASSWORDS_USED
@@ -215,3 +233,4 @@ def test_zz_no_test_password_is_anywhere_on_disk(description):
                 data = path.read_bytes()
                 found += [f"{path}: {pw}" for pw in PASSWORDS_USED if pw.encode() in data]
     assert found == []
+
