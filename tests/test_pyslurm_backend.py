@@ -10,6 +10,7 @@ mapping onto that API, not pyslurm itself: the contract suite is where a real py
 from __future__ import annotations
 
 import os
+import pwd
 import sys
 import types
 
@@ -69,7 +70,9 @@ def fake_pyslurm(submit_errno=None, trigger_rc=0, jobs=None, version="25.11.2"):
 
 
 def job(job_id, name="j", user="carmetest1", state="RUNNING", comment="carme:x"):
-    return types.SimpleNamespace(id=job_id, name=name, user_name=user, state=state, comment=comment)
+    uid = pwd.getpwnam(user).pw_uid if user == "carmetest1" else 54321
+    return types.SimpleNamespace(id=job_id, name=name, user_name=user, user_id=uid, state=state,
+                                 comment=comment)
 
 
 SUBMISSION = Submission("carmetest1", "#!/bin/sh\n", "j", "gpu", 1, "gpu:a100:2", 30, "carme:x",

@@ -96,13 +96,19 @@ class PyslurmBackend:
         )
         return int(self._rpc("submit", description.submit))
 
-    def _info(self, job) -> JobInfo:
-        return JobInfo(int(job.id), job.name or "", job.user_name or "", str(job.state),
+    def _info(self, job, user: str | None = None) -> JobInfo:
+        return JobInfo(int(job.id), job.name or "", user or job.user_name or "", str(job.state),
                        job.comment or "")
 
     def jobs_of(self, user: str) -> list[JobInfo]:
+        """Filtered by uid: ``Job.user_name`` looks the uid up in passwd for every job of
+        the cluster, which made this listing the most expensive step of a start_job."""
+        try:
+            uid = pwd.getpwnam(user).pw_uid
+        except KeyError:
+            return []
         jobs = self._rpc("load jobs", self.pyslurm.Jobs.load)
-        return [self._info(j) for j in jobs.values() if j.user_name == user]
+        return [self._info(j, user) for j in jobs.values() if j.user_id == uid]
 
     def job(self, job_id: int) -> JobInfo | None:
         try:
