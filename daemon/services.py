@@ -43,6 +43,11 @@ class SlurmService:
     def health(self) -> str:
         return f"{self.name}:{'up' if self.ping() else 'down'}"
 
+    def close(self) -> None:
+        """Stop the backend's helper processes, if it has any."""
+        if hasattr(self.backend, "close"):
+            self.backend.close()
+
 
 class SecretOpener:
     """Holds the daemon's sealing key; opens sealed secrets in memory only."""

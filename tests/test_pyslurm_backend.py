@@ -16,9 +16,8 @@ import types
 
 import pytest
 
-from carme.daemon.slurm import pyslurm_backend, select
+from carme.daemon.slurm import pyslurm_backend
 from carme.daemon.slurm.base import SlurmPermanent, SlurmTransient, Submission
-from carme.daemon.slurm.settings import SlurmConfig
 
 
 class RPCError(Exception):
@@ -27,7 +26,7 @@ class RPCError(Exception):
         self.errno = errno
 
 
-def fake_pyslurm(submit_errno=None, trigger_rc=0, jobs=None, version="25.11.2"):
+def fake_pyslurm(submit_errno=None, trigger_rc=0, jobs=None, version="25.11.2", ping_errno=None):
     module = types.SimpleNamespace(__version__=version, RPCError=RPCError, calls=[])
     jobs = jobs or {}
 
@@ -65,6 +64,13 @@ def fake_pyslurm(submit_errno=None, trigger_rc=0, jobs=None, version="25.11.2"):
 
     module.JobSubmitDescription, module.Job, module.Jobs, module.trigger = (
         JobSubmitDescription, Job, Jobs, trigger)
+    def ping(index):
+        module.calls.append(("ping", index))
+        if ping_errno:
+            raise RPCError(ping_errno)
+        return types.SimpleNamespace(is_responding=True)
+
+    module.slurmctld = types.SimpleNamespace(ping=ping)
     module.slurm_init = lambda conf=None: module.calls.append(("init", conf))
     return module
 
@@ -110,9 +116,10 @@ def test_unknown_user_is_permanent_before_slurm_is_asked():
 
 
 def test_find_job_cancel():
-    module = fake_pyslurm(jobs={5: job(5), 6: job(6, name="other"), 7: job(7, user="bob")})
+    module = fake_pyslurm(jobs={5: job(5), 6: job(6, name="other"), 7: job(7, user="bob"),
+                                8: job(8, state="COMPLETED")})
     backend = pyslurm_backend.PyslurmBackend(module)
-    assert [j.job_id for j in backend.jobs_of("carmetest1")] == [5, 6]
+    assert [j.job_id for j in backend.active_jobs("carmetest1")] == [5, 6]
     assert backend.job(5).active and backend.job(99) is None
     backend.cancel(99)  # gone: success
     assert ("cancel", 99) in module.calls
@@ -137,6 +144,13 @@ def test_trigger_specs():
                      {"jobid": 5, "event": "time", "offset": -900, "program": "/hook trigger ending_soon"}]
 
 
+def test_ping_asks_the_primary_controller_and_not_for_every_job():
+    module = fake_pyslurm()
+    assert pyslurm_backend.PyslurmBackend(module).ping() is True
+    assert module.calls == [("ping", 0)]
+    assert pyslurm_backend.PyslurmBackend(fake_pyslurm(ping_errno=1800)).ping() is False
+
+
 def test_load_refuses_an_unreadable_config_before_importing(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyslurm", fake_pyslurm())
     with pytest.raises(ImportError, match="not readable"):
@@ -152,17 +166,3 @@ def test_load_disables_auto_init_then_initialises_with_the_conf(tmp_path, monkey
     assert pyslurm_backend.load_pyslurm(str(conf)) is module
     assert module.calls == [("init", str(conf))]
     assert os.environ["PYSLURM_DISABLE_AUTO_INIT"] == "1"
-
-
-def test_auto_takes_cli_when_pyslurm_does_not_match_slurm(monkeypatch, description):
-    monkeypatch.setitem(sys.modules, "pyslurm", fake_pyslurm(version="25.11.2"))
-    cfg = SlurmConfig(backend="auto", conf=description["slurm"]["conf"])
-    assert select.choose(cfg).name == "cli"  # this machine's Slurm is 22.05
-    with pytest.raises(ValueError, match="does not match Slurm 22.05"):
-        select.choose(SlurmConfig(backend="pyslurm", conf=description["slurm"]["conf"]))
-
-
-def test_auto_takes_pyslurm_when_it_matches(monkeypatch, description):
-    monkeypatch.setitem(sys.modules, "pyslurm", fake_pyslurm(version="22.05.0"))
-    cfg = SlurmConfig(backend="auto", conf=description["slurm"]["conf"])
-    assert select.choose(cfg).name == "pyslurm"

@@ -73,7 +73,7 @@ def test_submit_find_job_trigger_cancel(backend, test_user, slurm_env):
                                  "echo $CUDA_VISIBLE_DEVICES; sleep 300\n",
                                  gres="gpu:2", output=str(out)))
     wait_for_state(job_id, {"RUNNING"}, slurm_env)
-    (found,) = [j for j in backend.jobs_of(test_user["name"]) if j.name == "cli-find"]
+    (found,) = [j for j in backend.active_jobs(test_user["name"]) if j.name == "cli-find"]
     assert (found.job_id, found.user, found.comment) == (job_id, test_user["name"], "carme:test")
     assert backend.job(job_id).active
     backend.trigger(job_id, "fini", ["/bin/true", "fini"])
@@ -121,7 +121,7 @@ def test_ping_up_and_controller_unreachable_is_transient(backend, tmp_path):
     dead = cli.CliBackend(str(conf), timeout=60)
     assert dead.ping() is False
     with pytest.raises(SlurmTransient) as info:
-        dead.jobs_of("carmetest1")
+        dead.active_jobs("carmetest1")
     assert info.value.code == "controller_unreachable"
 
 
@@ -157,7 +157,7 @@ def test_job_index_shares_one_listing_and_confirms_before_reuse():
         listings = 0
         gone = set()
 
-        def jobs_of(self, user):
+        def active_jobs(self, user):
             self.listings += 1
             return [JobInfo(1, "a", user, "RUNNING")]
 
@@ -174,5 +174,5 @@ def test_job_index_shares_one_listing_and_confirms_before_reuse():
     backend.gone.add(1)  # ended since the snapshot: confirmed gone, not reused
     assert index.active_job("u", "a") is None
     index.forget("u")
-    index.jobs_of("u")
+    index.named("u", "a")
     assert backend.listings == 2

@@ -61,8 +61,8 @@ class SlurmBackend(Protocol):
     def submit(self, job: Submission) -> int:
         """Submit ``job`` as ``job.user``; return the Slurm job id."""
 
-    def jobs_of(self, user: str) -> list[JobInfo]:
-        """The jobs of ``user`` that Slurm still knows (finished ones for MinJobAge)."""
+    def active_jobs(self, user: str) -> list[JobInfo]:
+        """The jobs of ``user`` that are pending or running (in ``ACTIVE_STATES``)."""
 
     def job(self, job_id: int) -> JobInfo | None:
         """One job, or None if Slurm does not know it (any more)."""

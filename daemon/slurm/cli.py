@@ -142,8 +142,9 @@ class CliBackend:
         argv = sbatch_argv(job, entry.pw_uid, entry.pw_gid)
         return parse_sbatch(self._call(argv, "sbatch", stdin=job.script))
 
-    def jobs_of(self, user: str) -> list[JobInfo]:
-        return parse_squeue(self._call(squeue_argv(user=user), "squeue"))
+    def active_jobs(self, user: str) -> list[JobInfo]:
+        return [job for job in parse_squeue(self._call(squeue_argv(user=user), "squeue"))
+                if job.active]
 
     def job(self, job_id: int) -> JobInfo | None:
         try:

@@ -1,9 +1,10 @@
-"""Which jobs each user has: one Slurm listing per user shared by every request within
-``ttl`` seconds (submitit's batched watcher, applied to idempotency checks).
+"""Which active jobs each user has, by name: one Slurm listing per user shared by every
+request within ``ttl`` seconds (submitit's batched watcher, applied to idempotency checks).
 
 start_job asks "does this user already have an active job of this name?" before every
-submit. Asking Slurm each time doubles the calls per start; a snapshot shared by the
-requests of the same moment halves them. It stays correct because:
+submit. Asking Slurm each time doubles the calls per start (and pyslurm can only list the
+whole cluster); a snapshot shared by the requests of the same moment halves them. It stays
+correct because:
 - jobs this daemon submits are added to the snapshot at once, and a cancel drops it;
 - a job the snapshot says is active is confirmed with a fresh query before it is reused;
 - a submit that timed out is retried after the retry delay, which is longer than ``ttl``,
@@ -24,33 +25,37 @@ class JobIndex:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._user_locks: dict[str, threading.Lock] = {}
-        self._snapshots: dict[str, tuple[float, list[JobInfo]]] = {}
+        #: user → (taken at, {job name: [active jobs]})
+        self._snapshots: dict[str, tuple[float, dict[str, list[JobInfo]]]] = {}
 
     def _user_lock(self, user: str) -> threading.Lock:
         with self._lock:
             return self._user_locks.setdefault(user, threading.Lock())
 
-    def jobs_of(self, user: str, fresh: bool = False) -> list[JobInfo]:
+    def named(self, user: str, name: str, fresh: bool = False) -> list[JobInfo]:
+        """The user's active jobs called ``name``: from the snapshot, or from Slurm when
+        ``fresh`` or the snapshot is older than ``ttl``."""
         with self._user_lock(user):
-            taken, jobs = self._snapshots.get(user, (float("-inf"), []))
+            taken, by_name = self._snapshots.get(user, (float("-inf"), {}))
             if fresh or time.monotonic() - taken >= self.ttl:
-                jobs = self.backend.jobs_of(user)
-                self._snapshots[user] = (time.monotonic(), jobs)
-            return list(jobs)
+                by_name = {}
+                for job in self.backend.active_jobs(user):
+                    by_name.setdefault(job.name, []).append(job)
+                self._snapshots[user] = (time.monotonic(), by_name)
+            return list(by_name.get(name, ()))
 
     def active_job(self, user: str, name: str) -> JobInfo | None:
         """An active job of ``user`` named ``name``, confirmed by Slurm, or None."""
-        for job in self.jobs_of(user):
-            if job.name == name and job.active:
-                confirmed = self.backend.job(job.job_id)
-                if confirmed is not None and confirmed.active:
-                    return confirmed
+        for job in self.named(user, name):
+            confirmed = self.backend.job(job.job_id)
+            if confirmed is not None and confirmed.active:
+                return confirmed
         return None
 
     def added(self, job: JobInfo) -> None:
         with self._user_lock(job.user):
-            taken, jobs = self._snapshots.get(job.user, (float("-inf"), []))
-            self._snapshots[job.user] = (taken, [*jobs, job])
+            if job.user in self._snapshots:
+                self._snapshots[job.user][1].setdefault(job.name, []).append(job)
 
     def forget(self, user: str) -> None:
         with self._user_lock(user):

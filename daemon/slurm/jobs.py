@@ -176,8 +176,8 @@ def stop_job(ctx, request: Request) -> dict:
     args = request.args
     check_user(args["user"], slurm.config)
     cancelled = []
-    for job in slurm.index.jobs_of(args["user"], fresh=True):
-        if job.name == args["name"] and job.active and job.user == args["user"]:
+    for job in slurm.index.named(args["user"], args["name"], fresh=True):
+        if job.user == args["user"]:  # listed as theirs; checked again before a cancel
             slurm.backend.cancel(job.job_id)
             cancelled.append(job.job_id)
     slurm.index.forget(args["user"])

@@ -1,4 +1,5 @@
-"""The pyslurm backend (pyslurm 25.11 API): in-process, no fork per call.
+"""The pyslurm backend (pyslurm 25.11 API): Slurm's C API, no fork per call. The daemon
+runs it in helper processes (helper.py), never in its own.
 
 pyslurm must match the running Slurm's major.minor exactly, so it is imported lazily and
 carefully (shared/NOTES.md, seen with pyslurm 25.11.2):
@@ -66,6 +67,19 @@ def slurm_version(bin_dir: str = "/usr/bin", conf: str | None = None) -> str | N
     return f"{match.group(1)}.{match.group(2)}" if match else None
 
 
+def open_backend(conf: str, bin_dir: str) -> "PyslurmBackend":
+    """The backend, in the helper process that will hold it (see helper.py); ImportError
+    says why pyslurm can't be used here, e.g. built for another Slurm than the one
+    installed (pyslurm refuses to build against a mismatch, but a site may have upgraded
+    Slurm since)."""
+    module = load_pyslurm(conf or None)
+    installed = slurm_version(bin_dir, conf or None)
+    built_for = ".".join(str(module.__version__).split(".")[:2])
+    if installed != built_for:
+        raise ImportError(f"pyslurm {module.__version__} does not match Slurm {installed}")
+    return PyslurmBackend(module)
+
+
 class PyslurmBackend:
     name = "pyslurm"
 
@@ -100,15 +114,16 @@ class PyslurmBackend:
         return JobInfo(int(job.id), job.name or "", user or job.user_name or "", str(job.state),
                        job.comment or "")
 
-    def jobs_of(self, user: str) -> list[JobInfo]:
-        """Filtered by uid: ``Job.user_name`` looks the uid up in passwd for every job of
-        the cluster, which made this listing the most expensive step of a start_job."""
+    def active_jobs(self, user: str) -> list[JobInfo]:
+        """pyslurm can only load the whole cluster (finished jobs too, for MinJobAge):
+        filtered by uid first, since ``Job.user_name`` looks up passwd for every job."""
         try:
             uid = pwd.getpwnam(user).pw_uid
         except KeyError:
             return []
         jobs = self._rpc("load jobs", self.pyslurm.Jobs.load)
-        return [self._info(j, user) for j in jobs.values() if j.user_id == uid]
+        mine = (self._info(j, user) for j in jobs.values() if j.user_id == uid)
+        return [job for job in mine if job.active]
 
     def job(self, job_id: int) -> JobInfo | None:
         try:
@@ -135,8 +150,9 @@ class PyslurmBackend:
             raise error_for(int(errno), "set trigger")
 
     def ping(self) -> bool:
+        """The primary controller's ping RPC (0.6 ms; loading the jobs took 50 ms)."""
         try:
-            self._rpc("ping", self.pyslurm.Jobs.load)
+            self._rpc("ping", lambda: self.pyslurm.slurmctld.ping(0))
             return True
         except (SlurmTransient, SlurmPermanent):
             return False

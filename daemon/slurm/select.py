@@ -1,8 +1,9 @@
 """Choosing the Slurm backend: ``backend = "auto" | "pyslurm" | "cli"``.
 
 ``auto`` takes pyslurm only when it imports, initialises, and its major.minor equals the
-installed Slurm's (pyslurm refuses to build otherwise, but a site may have upgraded Slurm
-since); else the CLI. The choice and the reason are logged.
+installed Slurm's; else the CLI. All of that is tried in a helper process (helper.py), so
+a pyslurm that exits or crashes while starting costs the daemon nothing but the reason,
+which is logged with the choice.
 """
 
 from __future__ import annotations
@@ -10,23 +11,21 @@ from __future__ import annotations
 import logging
 
 from carme.daemon.slurm.cli import CliBackend
+from carme.daemon.slurm.helper import BackendUnusable, HelperBackend
 from carme.daemon.slurm.settings import SlurmConfig
 
 log = logging.getLogger("carme.daemon.slurm")
 
+PYSLURM_FACTORY = "carme.daemon.slurm.pyslurm_backend:open_backend"
+
 
 def _pyslurm(cfg: SlurmConfig):
     """(backend, None) or (None, why not)."""
-    from carme.daemon.slurm import pyslurm_backend
     try:
-        module = pyslurm_backend.load_pyslurm(cfg.conf or None)
-    except ImportError as error:
-        return None, f"pyslurm does not import here: {error}"
-    installed = pyslurm_backend.slurm_version(cfg.bin_dir, cfg.conf or None)
-    built_for = ".".join(str(module.__version__).split(".")[:2])
-    if installed != built_for:
-        return None, f"pyslurm {module.__version__} does not match Slurm {installed}"
-    return pyslurm_backend.PyslurmBackend(module), None
+        return HelperBackend(PYSLURM_FACTORY, [cfg.conf, cfg.bin_dir], processes=cfg.helpers,
+                             timeout=cfg.timeout), None
+    except BackendUnusable as why:
+        return None, f"pyslurm can't be used here: {why}"
 
 
 def choose(cfg: SlurmConfig):
@@ -35,7 +34,8 @@ def choose(cfg: SlurmConfig):
     if cfg.backend in ("auto", "pyslurm"):
         backend, why_not = _pyslurm(cfg)
         if backend is not None:
-            log.info("Slurm backend: pyslurm (%s)", cfg.backend)
+            log.info("Slurm backend: pyslurm (%s), in %d helper process(es)", cfg.backend,
+                     cfg.helpers)
             return backend
         if cfg.backend == "pyslurm":
             raise ValueError(f"[slurm] backend = \"pyslurm\", but {why_not}")

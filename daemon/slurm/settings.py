@@ -18,6 +18,9 @@ class SlurmConfig:
     timeout: float = 30.0
     #: where sbatch, squeue, scancel, strigger and scontrol are (cli backend)
     bin_dir: str = "/usr/bin"
+    #: pyslurm backend: helper processes making the Slurm calls, each with its own pyslurm
+    #: (calls beyond this many wait for a free one)
+    helpers: int = 2
 
     # --- who and what start_job accepts ---------------------------------------------
     #: users below this uid (system accounts, root) never get a job
