@@ -1,12 +1,16 @@
-"""start_job through the daemon against a raw `sbatch --parsable` loop of the same jobs.
+"""start_job through the daemon against a raw submit loop of the same jobs.
 
 A testbed of its own (free ports), N jobs each way: the raw loop submits the very script the
-daemon renders, as the same user with the same options; the daemon run drops N start_job
-requests at once and waits for every slurm_job_id. Also drop → slurm_job_id latency p50/p99
-for single requests. All jobs are cancelled at the end. Prints one JSON line; target ratio
-≥ 0.8 with the CLI backend. The daemon also sends each user the original's "job scheduled"
-DM (to the testbed's Mattermost stand-in); BENCH_NO_NOTICES=1 turns that off, to compare
-the Slurm work alone.
+daemon renders, as the same user with the same options — `sbatch --parsable` for the CLI
+backend, pyslurm's JobSubmitDescription.submit() for pyslurm; the daemon run drops N
+start_job requests at once and waits for every slurm_job_id. Also drop → slurm_job_id
+latency p50/p99 for single requests. All jobs are cancelled at the end. Prints one JSON
+line; target ratio ≥ 0.8.
+
+BENCH_BACKEND=pyslurm measures the pyslurm backend (it needs a Slurm pyslurm was built for:
+CARME_TESTBED_SLURM=its prefix). The daemon also sends each user the original's "job
+scheduled" DM (to the testbed's Mattermost stand-in); BENCH_NO_NOTICES=1 turns that off, to
+compare the Slurm work alone.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from carme.spool import SpoolClient  # noqa: E402
-from testbed import Testbed, free_port  # noqa: E402
+from testbed import Testbed, carme, free_port  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "200"))
+BACKEND = os.environ.get("BENCH_BACKEND", "cli")
+NOTICES = not os.environ.get("BENCH_NO_NOTICES")
 LATENCY_SAMPLES = 100
 
 
@@ -36,7 +42,7 @@ def args_for(description: dict, name: str) -> dict:
                 mounts=[user["home"]], partition="debug", gpus=0, nodes=1, name=name, time_limit=5)
 
 
-def raw_loop(description: dict, script: str, env: dict) -> float:
+def raw_sbatch_loop(description: dict, script: str, env: dict) -> float:
     user = description["users"][0]
     started = time.perf_counter()
     for n in range(N):
@@ -47,17 +53,42 @@ def raw_loop(description: dict, script: str, env: dict) -> float:
     return time.perf_counter() - started
 
 
+def raw_pyslurm_loop(description: dict, script: str, env: dict) -> float:
+    from carme.daemon.slurm.pyslurm_backend import load_pyslurm
+    pyslurm = load_pyslurm(description["slurm"]["conf"])
+    user = description["users"][0]
+    started = time.perf_counter()
+    for n in range(N):
+        pyslurm.JobSubmitDescription(
+            name=f"raw-{n}", script=script, partitions="debug", nodes=1, user_id=user["uid"],
+            group_id=user["gid"], working_directory=user["home"], standard_output="/dev/null",
+            environment="NONE", time_limit=5, comment="carme:bench").submit()
+    return time.perf_counter() - started
+
+
+RAW_LOOPS = {"cli": ("sbatch --parsable loop", raw_sbatch_loop),
+             "pyslurm": ("pyslurm JobSubmitDescription.submit() loop", raw_pyslurm_loop)}
+
+
+def daemon_config(description: dict) -> str:
+    """The testbed's daemon config, with the backend under test and the notices as asked."""
+    backend = description["carme"]
+    sections = {"slurm": {**carme.slurm_section(description), "backend": BACKEND},
+                "notify": {"start_job": NOTICES},
+                **carme.messaging_sections(description, Path(backend["keys"]))}
+    return str(carme.write_backend(Path(backend["config"]).parent, Path(backend["keys"]), sections))
+
+
 def main() -> None:
+    baseline, raw_loop = RAW_LOOPS[BACKEND]
     base = Path(tempfile.mkdtemp(prefix="carme-bench-start-"))
     bed = Testbed(base, ctld_port=free_port(), slurmd_port=free_port())
     description = bed.up()
-    env = {"PATH": "/usr/bin:/bin", "SLURM_CONF": description["slurm"]["conf"]}
+    env = {"PATH": f"{description['slurm']['bin_dir']}:/usr/bin:/bin",
+           "SLURM_CONF": description["slurm"]["conf"]}
     backend = description["carme"]
-    if os.environ.get("BENCH_NO_NOTICES"):
-        with open(backend["config"], "a") as f:
-            f.write("\n[notify]\nstart_job = false\n")
     daemon = subprocess.Popen([str(Path(sys.executable).parent / "carme-backend"), "--config",
-                               backend["config"], "run"], stdout=subprocess.DEVNULL,
+                               daemon_config(description), "run"], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env={**os.environ, **env})
     try:
         client = SpoolClient(backend["spool"], "frontend", Path(backend["keys"]) / "frontend.key")
@@ -86,9 +117,9 @@ def main() -> None:
         daemon.wait(60)
         bed.down()
     print(json.dumps({
-        "bench": "start_job", "backend": "cli", "jobs": N, "ok": ok,
-        "scheduled_notices": not os.environ.get("BENCH_NO_NOTICES"),
-        "raw_sbatch_per_s": round(N / raw, 1), "daemon_per_s": round(N / daemon_s, 1),
+        "bench": "start_job", "backend": BACKEND, "baseline": baseline, "jobs": N, "ok": ok,
+        "scheduled_notices": NOTICES,
+        "raw_per_s": round(N / raw, 1), "daemon_per_s": round(N / daemon_s, 1),
         "ratio": round(raw / daemon_s, 3), "target_ratio": 0.8,
         "latency_ms_p50": round(statistics.median(latencies), 1),
         "latency_ms_p99": round(latencies[int(len(latencies) * 0.99) - 1], 1),

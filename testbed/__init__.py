@@ -8,12 +8,12 @@ needs to use it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import shlex
 import socket
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from testbed import carme, ldap, mattermost, procs, runtime, slurm, users
@@ -25,11 +25,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass
+@dataclasses.dataclass
 class Testbed:
     base: Path
     ctld_port: int = 6817
     slurmd_port: int = 6818
+    #: where the Slurm under test is installed; see testbed.slurm
+    slurm_prefix: str = dataclasses.field(default_factory=slurm.prefix_from_environment)
 
     def __post_init__(self):
         self.base = Path(self.base).resolve()
@@ -49,7 +51,7 @@ class Testbed:
 
     def slurm_settings(self) -> slurm.SlurmSettings:
         hook = str(self.hook_program)
-        return slurm.SlurmSettings(self.base, self.ctld_port, self.slurmd_port,
+        return slurm.SlurmSettings(self.base, self.ctld_port, self.slurmd_port, self.slurm_prefix,
                                    prolog_slurmctld=hook, epilog_slurmctld=hook,
                                    prolog=hook, epilog=hook)
 
@@ -178,6 +180,7 @@ class Testbed:
             "base": str(self.base),
             "slurm": {
                 "conf": str(s.conf),
+                "bin_dir": s.bin_dir,
                 "ctld_port": s.ctld_port,
                 "slurmd_port": s.slurmd_port,
                 "node": s.node,
@@ -222,6 +225,7 @@ class Testbed:
             "CARME_SEAL_TO": str(keys / "seal.pub"),
         }
         lines = [f"export {key}={shlex.quote(value)}" for key, value in exports.items()]
+        lines.append(f'export PATH={shlex.quote(description["slurm"]["bin_dir"])}:"$PATH"')
         (self.base / "env.sh").write_text("\n".join(lines) + "\n")
 
 

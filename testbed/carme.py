@@ -35,6 +35,7 @@ def slurm_section(description: dict) -> dict:
     return {
         "backend": "cli",
         "conf": description["slurm"]["conf"],
+        "bin_dir": description["slurm"]["bin_dir"],
         "partitions": description["slurm"]["partitions"],
         "gpu_types": description["slurm"]["gpu_types"],
         "max_gpus": description["slurm"]["gpus"],

@@ -1,4 +1,6 @@
-"""A real single-node Slurm 22.05 cluster (Debian's munged, slurmctld, slurmd) under one folder.
+"""A real single-node Slurm cluster (munged, slurmctld, slurmd) under one folder: Debian's
+Slurm 22.05 from /usr, or another installed under a prefix (``CARME_TESTBED_SLURM``, e.g. a
+Slurm 25.11 built by hand to run the contract suite with pyslurm; never built by the repo).
 
 Everything lives below ``BASE/slurm`` and ``BASE/munge``: keys, sockets, state, logs, spool,
 and four fake GPUs (character devices, twins of /dev/null), so the cluster needs no systemd,
@@ -22,11 +24,20 @@ GPU_TYPES = ("a100", "v100")
 GPUS_PER_TYPE = 2
 
 
+#: Where the Slurm under test is installed (bin/, sbin/), unless CARME_TESTBED_SLURM says.
+DEFAULT_PREFIX = "/usr"
+
+
+def prefix_from_environment() -> str:
+    return os.environ.get("CARME_TESTBED_SLURM") or DEFAULT_PREFIX
+
+
 @dataclass(frozen=True)
 class SlurmSettings:
     base: Path
     ctld_port: int = 6817
     slurmd_port: int = 6818
+    prefix: str = DEFAULT_PREFIX
     #: Absolute paths run by Slurm; the hooks issue points these at carme-slurm-hook.
     prolog_slurmctld: str = ""
     epilog_slurmctld: str = ""
@@ -53,9 +64,16 @@ class SlurmSettings:
     def jobcomp_log(self) -> Path:
         return self.root / "log" / "jobcomp.log"
 
+    @property
+    def bin_dir(self) -> str:
+        return os.path.join(self.prefix, "bin")
+
+    def sbin(self, name: str) -> str:
+        return os.path.join(self.prefix, "sbin", name)
+
     def client_env(self) -> dict[str, str]:
-        """What a Slurm client command needs to talk to this cluster."""
-        return {"SLURM_CONF": str(self.conf)}
+        """What a Slurm client command needs to talk to this cluster, found on PATH."""
+        return {"SLURM_CONF": str(self.conf), "PATH": f"{self.bin_dir}:/usr/bin:/bin"}
 
 
 def write_config(s: SlurmSettings) -> None:
@@ -104,8 +122,7 @@ def write_config(s: SlurmSettings) -> None:
         "JobAcctGatherType=jobacct_gather/none",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core",
-        "MpiDefault=none",
-        "SwitchType=switch/none",
+        "MpiDefault=none",  # (no SwitchType: none is 22.05's default, and 25.11 has no such plugin)
         "AccountingStorageType=accounting_storage/none",
         "JobCompType=jobcomp/filetxt",
         f"JobCompLoc={s.jobcomp_log}",
@@ -147,7 +164,7 @@ def _daemon_env(s: SlurmSettings) -> dict:
 
 
 def start_controller(s: SlurmSettings) -> None:
-    procs.spawn(s.base, "slurmctld", ["/usr/sbin/slurmctld", "-D", "-i", "-f", str(s.conf)],
+    procs.spawn(s.base, "slurmctld", [s.sbin("slurmctld"), "-D", "-i", "-f", str(s.conf)],
                 _daemon_env(s))
     procs.wait_until(lambda: _quiet(["scontrol", "ping"], s, want="UP"), 30, "slurmctld to answer")
 
@@ -155,7 +172,7 @@ def start_controller(s: SlurmSettings) -> None:
 def start_daemons(s: SlurmSettings) -> None:
     """slurmctld, then slurmd once the controller answers, then wait for an idle node."""
     start_controller(s)
-    procs.spawn(s.base, "slurmd", ["/usr/sbin/slurmd", "-D", "-f", str(s.conf), "-N", s.node],
+    procs.spawn(s.base, "slurmd", [s.sbin("slurmd"), "-D", "-f", str(s.conf), "-N", s.node],
                 _daemon_env(s))
     procs.wait_until(lambda: _node_ready(s), 30, "the node to become idle")
 

@@ -36,7 +36,9 @@ def description(testbed) -> dict:
 
 @pytest.fixture(scope="session")
 def slurm_env(description) -> dict:
-    return {**os.environ, "SLURM_CONF": description["slurm"]["conf"]}
+    slurm = description["slurm"]
+    return {**os.environ, "SLURM_CONF": slurm["conf"],
+            "PATH": f"{slurm['bin_dir']}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,13 @@
 """The shipped example config parses, and config errors name the file and the key."""
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
 from carme.daemon import config as configuration
+from carme.daemon import services  # noqa: F401 - registers [slurm], [notify], [mattermost], [ldap]
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "etc" / "backend.toml"
 
@@ -18,6 +21,25 @@ def test_the_example_config_parses_with_every_documented_default(tmp_path):
     assert config.daemon == configuration.DaemonConfig()
     assert config.retry == configuration.RetryConfig()
     assert set(config.signers) == {"frontend", "hooks"}
+    sections = configuration.EXTRA_SECTIONS
+    assert config.extra["slurm"] == sections["slurm"]()
+    assert config.extra["notify"] == sections["notify"]()
+    assert config.extra["ldap"] == sections["ldap"]()
+    # where the default is empty, the example shows what a site fills in
+    assert config.extra["mattermost"] == sections["mattermost"](
+        url="https://chat.example.org", token_file="/etc/carme/keys/mattermost.token")
+
+
+def test_the_example_config_shows_every_key_of_every_section():
+    """Set, or commented out where a value must be the site's own (writer_group)."""
+    text = EXAMPLE.read_text()
+    sections = {**configuration.CORE_SECTIONS, **configuration.EXTRA_SECTIONS}
+    for name, cls in sections.items():
+        body = re.search(rf"^\[{name}\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S)
+        assert body, f"etc/backend.toml has no [{name}] section"
+        shown = set(re.findall(r"^(?:# )?(\w+) = ", body.group(1), re.M))
+        missing = {f.name for f in dataclasses.fields(cls)} - shown
+        assert not missing, f"[{name}] in etc/backend.toml lacks {sorted(missing)}"
 
 
 @pytest.mark.parametrize("text,message", [

@@ -55,7 +55,8 @@ def test_squeue_parser_and_trigger_builder():
 
 @pytest.fixture(scope="module")
 def backend(description):
-    return cli.CliBackend(description["slurm"]["conf"], timeout=30)
+    return cli.CliBackend(description["slurm"]["conf"], timeout=30,
+                          bin_dir=description["slurm"]["bin_dir"])
 
 
 def _job(owner: dict, name: str, script: str = "#!/bin/sh\nsleep 300\n", **kw) -> Submission:
@@ -118,7 +119,7 @@ def test_ping_up_and_controller_unreachable_is_transient(backend, tmp_path):
     text = Path(backend.env["SLURM_CONF"]).read_text()
     port = next(line for line in text.splitlines() if line.startswith("SlurmctldPort="))
     conf.write_text(text.replace(port, "SlurmctldPort=1"))
-    dead = cli.CliBackend(str(conf), timeout=60)
+    dead = cli.CliBackend(str(conf), timeout=60, bin_dir=str(backend.bin_dir))
     assert dead.ping() is False
     with pytest.raises(SlurmTransient) as info:
         dead.active_jobs("carmetest1")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from carme.daemon.slurm import select
+from carme.daemon.slurm import pyslurm_backend, select
 from carme.daemon.slurm.base import SlurmPermanent, SlurmTransient, Submission
 from carme.daemon.slurm.helper import BackendUnusable, HelperBackend
 from carme.daemon.slurm.settings import SlurmConfig
@@ -39,7 +39,8 @@ def misbehaving(helper_site):
 @pytest.fixture
 def cli_in_helpers(description):
     backend = HelperBackend("carme.daemon.slurm.cli:CliBackend",
-                            [description["slurm"]["conf"], 30.0], processes=2)
+                            [description["slurm"]["conf"], 30.0, description["slurm"]["bin_dir"]],
+                            processes=2)
     yield backend
     backend.close()
 
@@ -141,11 +142,20 @@ def test_close_stops_the_helpers(helper_site):
 
 # --- choosing pyslurm: its start-up happens in a helper ------------------------------------
 def _cfg(description, backend: str) -> SlurmConfig:
-    return SlurmConfig(backend=backend, conf=description["slurm"]["conf"])
+    slurm = description["slurm"]
+    return SlurmConfig(backend=backend, conf=slurm["conf"], bin_dir=slurm["bin_dir"])
 
 
-def test_auto_takes_pyslurm_when_it_matches_this_slurm(helper_site, monkeypatch, description):
-    monkeypatch.setenv("FAKE_PYSLURM_VERSION", "22.05.0")  # this machine's Slurm is 22.05
+@pytest.fixture(scope="module")
+def testbed_slurm(description) -> str:
+    """major.minor of the testbed's Slurm (Debian's 22.05, unless CARME_TESTBED_SLURM)."""
+    return pyslurm_backend.slurm_version(description["slurm"]["bin_dir"],
+                                         description["slurm"]["conf"])
+
+
+def test_auto_takes_pyslurm_when_it_matches_this_slurm(helper_site, monkeypatch, description,
+                                                       testbed_slurm):
+    monkeypatch.setenv("FAKE_PYSLURM_VERSION", f"{testbed_slurm}.0")
     backend = select.choose(_cfg(description, "auto"))
     try:
         assert backend.name == "pyslurm"
@@ -154,16 +164,17 @@ def test_auto_takes_pyslurm_when_it_matches_this_slurm(helper_site, monkeypatch,
         backend.close()
 
 
-def test_auto_takes_cli_when_pyslurm_does_not_match(helper_site, monkeypatch, description):
-    monkeypatch.setenv("FAKE_PYSLURM_VERSION", "25.11.2")
+def test_auto_takes_cli_when_pyslurm_does_not_match(helper_site, monkeypatch, description,
+                                                    testbed_slurm):
+    monkeypatch.setenv("FAKE_PYSLURM_VERSION", "18.8.4")
     assert select.choose(_cfg(description, "auto")).name == "cli"
-    with pytest.raises(ValueError, match="pyslurm 25.11.2 does not match Slurm 22.05"):
+    with pytest.raises(ValueError, match=f"pyslurm 18.8.4 does not match Slurm {testbed_slurm}"):
         select.choose(_cfg(description, "pyslurm"))
 
 
 def test_a_pyslurm_that_exits_while_starting_leaves_the_daemon_on_cli(helper_site, monkeypatch,
-                                                                    description):
-    monkeypatch.setenv("FAKE_PYSLURM_VERSION", "22.05.0")
+                                                                    description, testbed_slurm):
+    monkeypatch.setenv("FAKE_PYSLURM_VERSION", f"{testbed_slurm}.0")
     monkeypatch.setenv("FAKE_PYSLURM_INIT_EXITS", "1")
     assert select.choose(_cfg(description, "auto")).name == "cli"
     with pytest.raises(ValueError, match=r"exited \(exit code 1\) while starting"):
