@@ -24,8 +24,8 @@ RANK = {"queued": 0, "running": 1, "ending_soon": 2, "finished": 3, "failed": 3,
 TERMINAL = frozenset(state for state, rank in RANK.items() if rank == 3)
 
 
-def job_path(spool: Spool, slurm_job_id: int):
-    return spool.folder("jobs") / f"{int(slurm_job_id)}.json"
+def job_path(spool: Spool, slurm_job_id: int) -> str:
+    return f"{spool.dir('jobs')}/{int(slurm_job_id)}.json"
 
 
 def read(spool: Spool, slurm_job_id: int) -> dict | None:
@@ -35,7 +35,7 @@ def read(spool: Spool, slurm_job_id: int) -> dict | None:
 def record(spool: Spool, slurm_job_id: int, kind: str, at: float, **details) -> tuple[dict, bool]:
     """Apply one event; return the job's status and whether its state changed."""
     new_state = STATE_OF_KIND[kind]
-    folder = os.open(spool.folder("jobs"), os.O_RDONLY | os.O_DIRECTORY)
+    folder = os.open(spool.dir("jobs"), os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(folder, fcntl.LOCK_EX)
         status = read(spool, slurm_job_id) or {"slurm_job_id": int(slurm_job_id), "state": None,
@@ -48,7 +48,7 @@ def record(spool: Spool, slurm_job_id: int, kind: str, at: float, **details) -> 
             status["state"] = new_state
             status.update({k: v for k, v in details.items() if v is not None and k != "source"})
         status["updated_at"] = time.time()
-        files.replace(spool.folder("tmp"), job_path(spool, slurm_job_id), files.dumps(status),
+        files.replace(spool.dir("tmp"), job_path(spool, slurm_job_id), files.dumps(status),
                       mode=0o644)
         return status, applied
     finally:
