@@ -8,9 +8,11 @@ request was accepted before — with its fingerprint, so only that same request 
 in, and is judged by the retry policy rather than by its expiry.
 
 Only the holder of a request's claim (or, for an unclaimed request, recovery and the
-admin) writes its record, so records are rewritten in place; a reader that catches one
-mid-write sees no record and looks again later. A request that ends on its first attempt
-— nearly all — never gets one.
+admin) writes its record, and each write replaces the whole record (tmp/ + rename), so
+readers — the replay guard, recovery, an admin's ``show`` — see the old record or the new
+one, never a torn one (a torn one would read as "no record", and a deferred request would
+come back judged as new). A request that ends on its first attempt — nearly all — never
+gets one, so this costs the hot path nothing.
 """
 
 from __future__ import annotations
@@ -62,14 +64,12 @@ class Ledger:
         return self.update(request_id, {"id": request_id, "sha256": digest(raw)}, **fields)
 
     def update(self, request_id: str, entry: dict | None = None, **fields) -> dict:
-        """Rewrite a record in place with ``fields`` changed; pass ``entry`` when the
-        caller holds the current record, to spare a read."""
+        """Replace a record with ``fields`` changed; pass ``entry`` when the caller holds
+        the current record, to spare a read."""
         entry = dict(entry if entry is not None else (self.get(request_id) or {"id": request_id}))
         entry.update(fields)
-        fd = os.open(self.spool.file("ledger", request_id),
-                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb", closefd=True) as f:
-            f.write(files.dumps(entry))
+        files.replace(self.spool.dir("tmp"), self.spool.file("ledger", request_id),
+                      files.dumps(entry), mode=0o600)
         return entry
 
     def prune(self, max_skew: float, now: float | None = None) -> int:

@@ -50,7 +50,7 @@ def start_args(description, owner, name, **changes) -> dict:
 
 
 def wait_for_record(path: Path, ready, timeout: float = 10) -> dict:
-    """A small JSON record the daemon rewrites (in place: a read may catch it mid-write)."""
+    """A record the daemon replaces as the request moves on, once ``ready`` says so."""
     deadline = time.monotonic() + timeout
     entry = None
     while time.monotonic() < deadline:

@@ -69,6 +69,29 @@ def test_done_response_and_audit_and_no_ledger_record_for_a_first_try(kit):
     assert queue.ledger.get(request_id) is None  # archived: that is the replay guard
 
 
+def test_a_ledger_record_is_never_seen_half_written(kit):
+    """Readers (the replay guard, recovery, admins) race the record's holder: each read
+    must find the old record or the new one."""
+    from carme.spool.ledger import Ledger
+    ledger = Ledger(kit.spool)
+    ledger.remember("a" * 32, b"raw", attempts=0, last_error="x" * 4000)
+    torn, done = [], threading.Event()
+
+    def read_while_written():
+        while not done.is_set():
+            if ledger.get("a" * 32) is None:
+                torn.append(1)
+
+    reader = threading.Thread(target=read_while_written)
+    reader.start()
+    for attempt in range(1, 2001):
+        ledger.update("a" * 32, attempts=attempt)
+    done.set()
+    reader.join()
+    assert not torn
+    assert ledger.get("a" * 32)["attempts"] == 2000
+
+
 def test_secret_is_stripped_from_done_and_failed(kit):
     client = SpoolClient(kit.spool.root, "frontend", kit.signing_key("frontend"),
                          seal_to=kit.key_dir / "seal.pub")
