@@ -17,7 +17,7 @@ import types
 import pytest
 
 from carme.daemon.slurm import pyslurm_backend
-from carme.daemon.slurm.base import SlurmPermanent, SlurmTransient, Submission
+from carme.daemon.slurm.base import SlurmPermanent, SlurmTransient, Submission, TriggerInfo
 
 
 class RPCError(Exception):
@@ -26,7 +26,8 @@ class RPCError(Exception):
         self.errno = errno
 
 
-def fake_pyslurm(submit_errno=None, trigger_rc=0, jobs=None, version="25.11.2", ping_errno=None):
+def fake_pyslurm(submit_errno=None, trigger_rc=0, jobs=None, version="25.11.2", ping_errno=None,
+                 triggers=None):
     module = types.SimpleNamespace(__version__=version, RPCError=RPCError, calls=[])
     jobs = jobs or {}
 
@@ -61,6 +62,9 @@ def fake_pyslurm(submit_errno=None, trigger_rc=0, jobs=None, version="25.11.2", 
         def set(self, spec):
             module.calls.append(("trigger", spec))
             return trigger_rc
+
+        def get(self):  # every trigger of the cluster; {} also when the RPC failed
+            return dict(triggers or {})
 
     module.JobSubmitDescription, module.Job, module.Jobs, module.trigger = (
         JobSubmitDescription, Job, Jobs, trigger)
@@ -132,6 +136,20 @@ def test_trigger_return_codes_are_errors(rc, code):
     with pytest.raises(SlurmPermanent) as info:
         backend.trigger(5, "fini", ["/hook", "trigger", "finished"])
     assert info.value.code == code
+
+
+def test_triggers_of_a_job_from_the_clusters_list():
+    def record(trig_id, res_type, res_id, trig_type, program):
+        return {"trig_id": trig_id, "res_type": res_type, "res_id": res_id, "trig_type": trig_type,
+                "offset": 0, "flags": 0, "user_id": 0, "program": program}
+    backend = pyslurm_backend.PyslurmBackend(fake_pyslurm(triggers={
+        1: record(1, 1, "5", 0x10, "/hook trigger finished a j"),
+        2: record(2, 1, "5", 0x08, "/hook trigger ending_soon a j"),
+        3: record(3, 1, "6", 0x10, "/hook trigger finished a k"),   # another job
+        4: record(4, 2, "n1", 0x02, "/x"),                          # a node trigger
+    }))
+    assert backend.triggers(5) == [TriggerInfo(1, "fini", "/hook trigger finished a j"),
+                                   TriggerInfo(2, "time", "/hook trigger ending_soon a j")]
 
 
 def test_trigger_specs():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from carme.daemon.slurm import cli
-from carme.daemon.slurm.base import SlurmPermanent, SlurmTransient, Submission
+from carme.daemon.slurm.base import SlurmPermanent, SlurmTransient, Submission, TriggerInfo
 from conftest import slurm, wait_for_state
 
 # Captured from this machine's Slurm 22.05.8
@@ -20,6 +20,7 @@ CAPTURED_STDERR = {
     "invalid_user": "sbatch: error: Invalid --uid specification\n",
     "invalid_job_id": "slurm_set_trigger: Invalid job id specified\n",
     "job_finished": "slurm_set_trigger: Job/step already completing or completed\n",
+    "duplicate_trigger": "slurm_set_trigger: Duplicate event trigger\n",
     "controller_unreachable": "squeue: error: slurm_receive_msg: Socket timed out on send/recv operation\n"
                               "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n",
 }
@@ -53,6 +54,18 @@ def test_squeue_parser_and_trigger_builder():
         cli.strigger_argv(5, "fini", ["/a b"], 0)
 
 
+def test_strigger_listing_parser():
+    # `strigger --get --noheader`, captured from Slurm 22.05.8; FLAGS is empty unless PERM
+    listing = ("      1 job             1 fini                                     0 root           "
+               "/usr/local/bin/carme-slurm-hook trigger finished alice j1\n"
+               "      2 job             1 time                                   -60 root     PERM  "
+               "/hook trigger ending_soon alice j1\n"
+               "      3 node            n1 down                                    0 root           /x\n")
+    assert cli.parse_strigger_get(listing) == [
+        TriggerInfo(1, "fini", "/usr/local/bin/carme-slurm-hook trigger finished alice j1"),
+        TriggerInfo(2, "time", "/hook trigger ending_soon alice j1")]
+
+
 @pytest.fixture(scope="module")
 def backend(description):
     return cli.CliBackend(description["slurm"]["conf"], timeout=30,
@@ -79,6 +92,8 @@ def test_submit_find_job_trigger_cancel(backend, test_user, slurm_env):
     assert backend.job(job_id).active
     backend.trigger(job_id, "fini", ["/bin/true", "fini"])
     assert f"{job_id}" in slurm(["strigger", "--get", f"--jobid={job_id}"], slurm_env).stdout
+    (listed,) = backend.triggers(job_id)
+    assert (listed.event, listed.program) == ("fini", "/bin/true fini")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (not out.exists() or len(out.read_text().split()) < 4):
         time.sleep(0.1)

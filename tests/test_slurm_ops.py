@@ -110,11 +110,22 @@ def test_set_trigger_checks_owner_and_name_and_sets_both_triggers(backend_daemon
     assert wrong["error"]["code"] == "not_owner"
     renamed = call(client, "set_trigger", slurm_job_id=job_id, user=test_user["name"], name="other")
     assert renamed["error"]["code"] == "not_owner"
+    first = call(client, "set_trigger", slurm_job_id=job_id, user=test_user["name"],
+                 name="ops-trig", events=["finished"])["result"]["triggers"]
+    # the rest later (a retry after the controller went away between the two, say): only
+    # what is missing is set, and the ids of what exists are returned
     ok = call(client, "set_trigger", slurm_job_id=job_id, user=test_user["name"], name="ops-trig")
-    assert ok["result"]["triggers"] == ["finished", "ending_soon"]
-    listing = slurm(["strigger", "--get", f"--jobid={job_id}"], slurm_env).stdout
-    assert "fini" in listing and "time" in listing
-    assert f"trigger finished {test_user['name']} ops-trig" in listing
+    ids = ok["result"]["triggers"]
+    assert ids["finished"] == first["finished"] and ids["ending_soon"] != first["finished"]
+    listing = slurm(["strigger", "--get", "--noheader", f"--jobid={job_id}"], slurm_env).stdout
+    listed = {int(line.split()[0]): line for line in listing.splitlines()}
+    assert set(listed) == {ids["finished"], ids["ending_soon"]}
+    assert f"trigger finished {test_user['name']} ops-trig" in listed[ids["finished"]]
+    assert " time " in listed[ids["ending_soon"]]
+    again = call(client, "set_trigger", slurm_job_id=job_id, user=test_user["name"], name="ops-trig")
+    assert again["result"]["triggers"] == ids
+    assert len(slurm(["strigger", "--get", "--noheader", f"--jobid={job_id}"],
+                     slurm_env).stdout.splitlines()) == 2
     unknown = call(client, "set_trigger", slurm_job_id=3_999_999, user=test_user["name"], name="x")
     assert unknown["error"]["code"] == "unknown_job"
     call(client, "stop_job", name="ops-trig", user=test_user["name"])

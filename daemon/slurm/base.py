@@ -40,6 +40,13 @@ ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "S
 
 
 @dataclass(frozen=True)
+class TriggerInfo:
+    trigger_id: int
+    event: str  # "fini" or "time"
+    program: str  # as Slurm keeps it: the program's words joined by spaces
+
+
+@dataclass(frozen=True)
 class Submission:
     """Everything a submit needs; the job script is rendered before the backend sees it."""
 
@@ -73,6 +80,9 @@ class SlurmBackend(Protocol):
     def trigger(self, job_id: int, event: str, program: list[str], offset_seconds: int = 0) -> None:
         """Set a one-shot trigger: ``event`` "fini" (job ended) or "time" (``offset_seconds``
         before its time limit); ``program`` runs with the job id appended."""
+
+    def triggers(self, job_id: int) -> list[TriggerInfo]:
+        """The job's triggers that have not fired yet."""
 
     def ping(self) -> bool:
         """True if the controller answers."""

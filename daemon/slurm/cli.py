@@ -13,7 +13,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from carme.daemon.slurm.base import JobInfo, SlurmPermanent, SlurmTransient, Submission
+from carme.daemon.slurm.base import (JobInfo, SlurmPermanent, SlurmTransient, Submission,
+                                     TriggerInfo)
 
 SQUEUE_FORMAT = "%i|%j|%u|%T|%k"
 
@@ -28,6 +29,7 @@ ERROR_PATTERNS: list[tuple[str, bool, str]] = [
     (r"Invalid --uid|Invalid user id|Invalid --gid|Invalid group id", False, "invalid_user"),
     (r"Invalid job id specified", False, "invalid_job_id"),
     (r"Job/step already completing or completed", False, "job_finished"),
+    (r"Duplicate event trigger", False, "duplicate_trigger"),
     (r"Access/permission denied|Permission denied|Only user root", False, "permission_denied"),
     (r"time limit|Requested time limit is invalid", False, "invalid_time_limit"),
 ]
@@ -103,6 +105,20 @@ def strigger_argv(job_id: int, event: str, program: list[str], offset_seconds: i
     return argv
 
 
+def parse_strigger_get(stdout: str) -> list[TriggerInfo]:
+    """``strigger --get --noheader`` lines: TRIG_ID RES_TYPE RES_ID TYPE OFFSET USER, then
+    FLAGS (often empty) and PROGRAM, which is absolute: it starts at the first '/'."""
+    triggers = []
+    for line in stdout.splitlines():
+        parts = line.split(None, 6)
+        if len(parts) != 7 or not parts[0].isdigit() or "/" not in parts[6]:
+            continue
+        trigger_id, res_type, _, event, _, _, rest = parts
+        if res_type == "job":
+            triggers.append(TriggerInfo(int(trigger_id), event, rest[rest.index("/"):].strip()))
+    return triggers
+
+
 class CliBackend:
     name = "cli"
 
@@ -164,6 +180,10 @@ class CliBackend:
 
     def trigger(self, job_id: int, event: str, program: list[str], offset_seconds: int = 0) -> None:
         self._call(strigger_argv(job_id, event, program, offset_seconds), "strigger")
+
+    def triggers(self, job_id: int) -> list[TriggerInfo]:
+        return parse_strigger_get(self._call(["strigger", "--get", "--noheader",
+                                              f"--jobid={job_id}"], "strigger --get"))
 
     def ping(self) -> bool:
         try:

@@ -35,7 +35,8 @@ from carme.daemon.slurm.base import SlurmPermanent, SlurmTransient
 log = logging.getLogger("carme.daemon.slurm")
 
 #: What a daemon may ask a helper: the SlurmBackend protocol, nothing else.
-METHODS = frozenset({"submit", "active_jobs", "job", "cancel", "trigger", "ping"})
+METHODS = frozenset({"submit", "active_jobs", "job", "cancel", "trigger", "triggers",
+                     "ping"})
 _HEADER = struct.Struct("!I")
 
 
@@ -206,6 +207,9 @@ class HelperBackend:
 
     def trigger(self, job_id, event, program, offset_seconds=0):
         return self._call("trigger", job_id, event, program, offset_seconds)
+
+    def triggers(self, job_id):
+        return self._call("triggers", job_id)
 
     def ping(self) -> bool:
         try:

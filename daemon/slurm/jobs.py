@@ -20,7 +20,7 @@ from pathlib import Path
 
 from carme.daemon import jobstatus, notify
 from carme.daemon.errors import Permanent
-from carme.daemon.slurm.base import JobInfo, Submission
+from carme.daemon.slurm.base import JobInfo, SlurmPermanent, SlurmTransient, Submission
 from carme.daemon.slurm.settings import SlurmConfig
 from carme.spool.envelope import Request
 
@@ -209,9 +209,28 @@ def set_trigger(ctx, request: Request) -> dict:
                         f"{args['name']!r}")
     if not job.active:
         raise Permanent("job_finished", f"job {job.job_id} has already ended ({job.state})")
-    events = args.get("events") or list(TRIGGER_EVENTS)
-    for event in events:
-        program = [cfg.hook_program, "trigger", event, job.user, job.name]
-        slurm.backend.trigger(job.job_id, TRIGGER_EVENTS[event], program,
-                              offset_seconds=cfg.time_limit_warning_minutes * 60)
-    return {"slurm_job_id": job.job_id, "triggers": events}
+    wanted = {event: [cfg.hook_program, "trigger", event, job.user, job.name]
+              for event in args.get("events") or TRIGGER_EVENTS}
+    ids = _trigger_ids(slurm.backend, job.job_id, wanted)
+    for event in [event for event, trigger_id in ids.items() if trigger_id is None]:
+        try:
+            slurm.backend.trigger(job.job_id, TRIGGER_EVENTS[event], wanted[event],
+                                  offset_seconds=cfg.time_limit_warning_minutes * 60)
+        except SlurmPermanent as error:
+            if error.code != "duplicate_trigger":  # set since we looked: by another daemon
+                raise
+    if None in ids.values():
+        ids = _trigger_ids(slurm.backend, job.job_id, wanted)
+    if None in ids.values():
+        raise SlurmTransient("trigger_unconfirmed", f"the triggers of job {job.job_id} were set "
+                             "but Slurm does not list them yet")
+    return {"slurm_job_id": job.job_id, "triggers": ids}
+
+
+def _trigger_ids(backend, job_id: int, wanted: dict[str, list[str]]) -> dict[str, int | None]:
+    """Each wanted event's trigger id, if the job has it already (same event, same
+    program): a retried set_trigger — after a timeout, or after one of two triggers was
+    set before the controller went away — sets only what is missing, never a duplicate."""
+    existing = {(t.event, t.program): t.trigger_id for t in backend.triggers(job_id)}
+    return {event: existing.get((TRIGGER_EVENTS[event], " ".join(program)))
+            for event, program in wanted.items()}

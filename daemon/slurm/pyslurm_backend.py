@@ -18,7 +18,8 @@ import pwd
 import re
 import subprocess
 
-from carme.daemon.slurm.base import JobInfo, SlurmPermanent, SlurmTransient, Submission
+from carme.daemon.slurm.base import (JobInfo, SlurmPermanent, SlurmTransient, Submission,
+                                     TriggerInfo)
 
 #: Slurm errnos → (transient?, code), from slurm/slurm_errno.h; 1800, 2000, 2014, 2017,
 #: 2021, 2072 and 2089 were seen from pyslurm 25.11.2 (shared/NOTES.md). Others: slurm_error.
@@ -35,6 +36,12 @@ ERRNOS: dict[int, tuple[bool, str]] = {
     2021: (False, "job_finished"),            # ESLURM_ALREADY_DONE
     2089: (False, "duplicate_trigger"),       # ESLURM_TRIGGER_DUP
 }
+
+
+#: slurm.h: TRIGGER_RES_TYPE_JOB, and the trig_type bits of the events Carme sets
+TRIGGER_RES_JOB = 1
+TRIGGER_TYPES = {0x0010: "fini", 0x0008: "time"}  # TRIGGER_TYPE_FINI, TRIGGER_TYPE_TIME
+TRIGGER_MASK = 0x0018
 
 
 def error_for(errno: int, message: str):
@@ -148,6 +155,16 @@ class PyslurmBackend:
         errno = self._rpc("set trigger", lambda: self.pyslurm.trigger().set(spec))
         if errno:
             raise error_for(int(errno), "set trigger")
+
+    def triggers(self, job_id: int) -> list[TriggerInfo]:
+        """pyslurm lists every trigger of the cluster, and an empty dict when the RPC
+        fails; set_trigger copes (it confirms what it set by listing again)."""
+        found = self._rpc("get triggers", lambda: self.pyslurm.trigger().get())
+        return [TriggerInfo(int(t["trig_id"]), TRIGGER_TYPES[t["trig_type"] & TRIGGER_MASK],
+                            t["program"])
+                for t in found.values()
+                if t["res_type"] == TRIGGER_RES_JOB and t["res_id"] == str(job_id)
+                and (t["trig_type"] & TRIGGER_MASK) in TRIGGER_TYPES]
 
     def ping(self) -> bool:
         """The primary controller's ping RPC (0.6 ms; loading the jobs took 50 ms)."""
