@@ -131,6 +131,16 @@ def test_a_backend_that_cannot_start_says_why(helper_site, factory, args, reason
     assert reason in str(unusable.value)
 
 
+def test_a_helper_never_imports_from_the_working_directory(tmp_path, monkeypatch):
+    """It runs as root: a module left in the folder the daemon was started from is not code
+    it may run."""
+    (tmp_path / "planted.py").write_text("class B:\n    name = 'planted'\n\ndef make():\n"
+                                         "    return B()\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BackendUnusable, match="No module named 'planted'"):
+        HelperBackend("planted:make", [])
+
+
 def test_close_stops_the_helpers(helper_site):
     backend = HelperBackend("misbehaving:misbehaving", [], processes=2)
     pids = _answering_pids(backend, 2)

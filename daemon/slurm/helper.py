@@ -7,7 +7,7 @@ in: ``slurm_init`` exits on a bad config, a call before it segfaults (shared/NOT
 helpers the daemon's threads keep working while Slurm answers, several calls overlap, and a
 helper that dies or hangs costs its request one retry (``SlurmTransient``), not the daemon.
 
-The protocol is private to this module: the daemon starts ``python -m
+The protocol is private to this module: the daemon starts ``python -P -m
 carme.daemon.slurm.helper MODULE:FACTORY ARGS_JSON``; frames both ways are a 4-byte length
 and a pickle (parent and child are the same root-owned code). The child answers its start
 with ``("ready", name)`` or ``("unusable", why)``, then each ``(method, args)`` with
@@ -58,10 +58,11 @@ def _write_frame(fd: int, message) -> None:
 
 def _read_exact(fd: int, size: int, deadline: float | None) -> bytes:
     chunks, missing = [], size
+    poller = select.poll()  # not select(): a busy daemon's fds may pass FD_SETSIZE
+    poller.register(fd, select.POLLIN)
     while missing:
         if deadline is not None:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
+            if not poller.poll(max(0, int((deadline - time.monotonic()) * 1000))):
                 raise TimeoutError
         chunk = os.read(fd, missing)
         if not chunk:
@@ -82,7 +83,9 @@ class _Helper:
 
     def __init__(self, factory: str, args: list, start_timeout: float):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "carme.daemon.slurm.helper", factory, json.dumps(args)],
+            # -P: the working directory never joins sys.path (a root process must not
+            # import what someone left in the folder it was started from)
+            [sys.executable, "-P", "-m", "carme.daemon.slurm.helper", factory, json.dumps(args)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
             # its own session: a Ctrl-C meant for a foreground daemon must not reach it
             start_new_session=True)
