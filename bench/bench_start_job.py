@@ -5,7 +5,8 @@ daemon renders, as the same user with the same options — `sbatch --parsable` f
 backend, pyslurm's JobSubmitDescription.submit() for pyslurm; the daemon run drops N
 start_job requests at once and waits for every slurm_job_id. Also drop → slurm_job_id
 latency p50/p99 for single requests. All jobs are cancelled at the end. Prints one JSON
-line; target ratio ≥ 0.8.
+line; target ratio ≥ 0.8. The raw jobs carry no Carme marker in their comment, so their
+prolog/epilog hooks don't send the daemon events while its phase is measured.
 
 BENCH_BACKEND=pyslurm measures the pyslurm backend (it needs a Slurm pyslurm was built for:
 CARME_TESTBED_SLURM=its prefix). The daemon also sends each user the original's "job
@@ -37,8 +38,10 @@ LATENCY_SAMPLES = 100
 
 
 def args_for(description: dict, name: str) -> dict:
+    """Jobs that keep running: the first ones take the node, the rest wait, and neither
+    phase's jobs end (and report events) while the other phase is measured."""
     user = description["users"][0]
-    return dict(user=user["name"], frontend_job_id="quick", image=description["images"][0],
+    return dict(user=user["name"], frontend_job_id="bench", image=description["images"][0],
                 mounts=[user["home"]], partition="debug", gpus=0, nodes=1, name=name, time_limit=5)
 
 
@@ -48,7 +51,7 @@ def raw_sbatch_loop(description: dict, script: str, env: dict) -> float:
     for n in range(N):
         subprocess.run(["sbatch", "--parsable", f"--uid={user['uid']}", f"--gid={user['gid']}",
                         "--export=NONE", f"--job-name=raw-{n}", "--partition=debug", "--nodes=1",
-                        "--comment=carme:bench", f"--chdir={user['home']}", "--output=/dev/null",
+                        "--comment=bench-raw", f"--chdir={user['home']}", "--output=/dev/null",
                         "--time=5"], input=script, env=env, capture_output=True, text=True, check=True)
     return time.perf_counter() - started
 
@@ -62,7 +65,7 @@ def raw_pyslurm_loop(description: dict, script: str, env: dict) -> float:
         pyslurm.JobSubmitDescription(
             name=f"raw-{n}", script=script, partitions="debug", nodes=1, user_id=user["uid"],
             group_id=user["gid"], working_directory=user["home"], standard_output="/dev/null",
-            environment="NONE", time_limit=5, comment="carme:bench").submit()
+            environment="NONE", time_limit=5, comment="bench-raw").submit()
     return time.perf_counter() - started
 
 
