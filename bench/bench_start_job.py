@@ -8,6 +8,7 @@ latency p50/p99 for single requests. All jobs are cancelled at the end. Prints o
 line; target ratio ≥ 0.8. The raw jobs carry no Carme marker in their comment, so their
 prolog/epilog hooks don't send the daemon events while its phase is measured.
 
+BENCH_SECTIONS (JSON) changes the daemon's config, e.g. '{"daemon": {"workers": 8}}'.
 BENCH_BACKEND=pyslurm measures the pyslurm backend (it needs a Slurm pyslurm was built for:
 CARME_TESTBED_SLURM=its prefix). The daemon also sends each user the original's "job
 scheduled" DM (to the testbed's Mattermost stand-in); BENCH_NO_NOTICES=1 turns that off, to
@@ -79,6 +80,8 @@ def daemon_config(description: dict) -> str:
     sections = {"slurm": {**carme.slurm_section(description), "backend": BACKEND},
                 "notify": {"start_job": NOTICES},
                 **carme.messaging_sections(description, Path(backend["keys"]))}
+    for name, table in json.loads(os.environ.get("BENCH_SECTIONS", "{}")).items():
+        sections[name] = {**sections.get(name, {}), **table}
     return str(carme.write_backend(Path(backend["config"]).parent, Path(backend["keys"]), sections))
 
 
