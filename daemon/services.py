@@ -13,10 +13,11 @@ import time
 from carme.daemon.checks import needs_seal_key
 from carme.daemon.ldap_password import LdapPasswords
 from carme.daemon.mattermost import Mattermost
-from carme.daemon.notify import Notices
+from carme.daemon.outbox import Notices
 from carme.daemon.slurm.index import JobIndex
 from carme.daemon.slurm.select import choose
 from carme.spool import keys
+from carme.spool.layout import Spool
 
 
 class SlurmService:
@@ -76,7 +77,7 @@ def build(config) -> dict:
         services["slurm"] = SlurmService(choose(extra["slurm"]), extra["slurm"])
     if "mattermost" in extra:
         services["mattermost"] = Mattermost(extra["mattermost"])
-        services["notices"] = Notices(services["mattermost"])
+        services["notices"] = Notices(services["mattermost"], Spool(config.spool.path), config.retry)
     if "ldap" in extra:
         services["ldap"] = LdapPasswords(extra["ldap"])
     if needs_seal_key(config):

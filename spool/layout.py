@@ -11,6 +11,7 @@
 <spool>/jobs/       ``<slurm_job_id>.json``: state of each Carme job
 <spool>/ledger/     ``<id>.json``: requests that outlive one attempt (deferred, recovered,
                     retried): attempts, next retry, fingerprint; pruned after expiry
+<spool>/outbox/     ``<id>.json``: direct messages owed to users, until Mattermost has them
 <spool>/audit.jsonl, <spool>/status.json
 ```
 
@@ -34,7 +35,7 @@ _REQUEST_NAME = re.compile(r"(?P<id>[0-9a-f]{32})\.json")
 _FAILED_EXTRA = re.compile(r"[0-9a-f]{32}(?:~[0-9]{1,20})?\.reason|[0-9a-f]{32}~[0-9]{1,20}\.json")
 
 STATES = ("incoming", "active", "deferred", "done", "failed")
-FOLDERS = ("tmp", *STATES, "responses", "jobs", "ledger")
+FOLDERS = ("tmp", *STATES, "responses", "jobs", "ledger", "outbox")
 
 
 def new_id() -> str:

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from carme.daemon.mattermost import split_message
+from carme.spool import files
 
 PASSWORDS_USED: list[str] = []
 SWEEP_ROOTS: list[Path] = []
@@ -199,22 +200,36 @@ def test_job_events_reach_the_user_as_dms(testbed_daemon, description, test_user
     assert any("finished" in t for t in texts), texts
 
 
-def test_notices_queue_until_closed_then_go_out_directly():
-    from carme.daemon.notify import Notices
-
-    class Recorder:
-        def __init__(self):
-            self.sent = []
-
-        def send(self, user, text):
-            self.sent.append((user, text))
-
-    recorder = Recorder()
-    notices = Notices(recorder)
-    notices.post("a", "queued")
-    notices.close()
-    notices.post("b", "after close")
-    assert recorder.sent == [("a", "queued"), ("b", "after close")]
+def test_job_event_dms_outlive_a_mattermost_outage_and_a_daemon_restart(
+        testbed, testbed_daemon, description, test_user, mm):
+    client = testbed_daemon.client()
+    testbed.stop_mattermost()
+    try:
+        response = client.wait(client.start_job(test_user["name"], "quick", description["images"][0],
+                                                [test_user["home"]], "debug", 0, 1, "dm-outage"), 60)
+        job_id = response["result"]["slurm_job_id"]
+        status = Path(testbed_daemon.spool_dir, "jobs", f"{job_id}.json")
+        deadline = time.monotonic() + 60
+        while (files.read_json(status) or {}).get("state") != "finished":
+            assert time.monotonic() < deadline, files.read_json(status)
+            time.sleep(0.2)
+        owed = os.listdir(Path(testbed_daemon.spool_dir, "outbox"))
+        assert len(owed) >= 3  # scheduled, started, finished: kept while Mattermost is away
+        testbed_daemon.stop()
+        testbed_daemon.start()
+    finally:
+        testbed.restart_mattermost()
+    deadline = time.monotonic() + 60
+    texts: list[str] = []
+    while time.monotonic() < deadline:
+        texts = [p["message"] for p in posts(mm) if p["to"] == test_user["name"]]
+        if any("finished" in t for t in texts):
+            break
+        time.sleep(0.3)
+    ours = [t for t in texts if str(job_id) in t]
+    assert [next(w for w in ("scheduled", "started", "finished") if w in t) for t in ours] == [
+        "scheduled", "started", "finished"], texts
+    assert os.listdir(Path(testbed_daemon.spool_dir, "outbox")) == []
 
 
 def test_zz_no_test_password_is_anywhere_on_disk(description):
