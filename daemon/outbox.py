@@ -81,25 +81,28 @@ class Notices:
         for notice_id in ids:
             path = self.spool.file("outbox", notice_id)
             notice = files.read_json(path)
-            if notice is not None:
-                self._enqueue(float(notice.get("created_at", 0)), path)
+            created_at = notice.get("created_at") if isinstance(notice, dict) else None
+            # a notice without a usable time goes first: _attempt removes it if it is broken
+            self._enqueue(created_at if isinstance(created_at, (int, float)) else 0.0, path)
 
     # --- sending ----------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            if time.monotonic() >= self._next_scan and not self._closing:
-                self._scan()
-            path = self._next()
-            if path is None:
-                if self._closing:
-                    return
-                continue
+            path = None
             try:
+                if time.monotonic() >= self._next_scan and not self._closing:
+                    self._scan()
+                path = self._next()
+                if path is None:
+                    if self._closing:
+                        return
+                    continue
                 self._attempt(path)
-            except Exception:  # the sender must outlive any one notice
-                log.exception("notice outbox/%s failed unexpectedly; left for the next scan",
-                              os.path.basename(path))
-                self._done(path)
+            except Exception:  # the sender must outlive any one notice or scan
+                log.exception("notice sender: unexpected error; the outbox is scanned again "
+                              "within %.0f s", RESCAN_INTERVAL)
+                if path is not None:
+                    self._done(path)
 
     def _next(self) -> str | None:
         """The oldest notice once sending may go on; None when it is time to scan, or
