@@ -17,7 +17,8 @@ import types
 import pytest
 
 from carme.daemon.slurm import pyslurm_backend
-from carme.daemon.slurm.base import SlurmPermanent, SlurmTransient, Submission, TriggerInfo
+from carme.daemon.slurm.base import (JobInfo, SlurmPermanent, SlurmTransient, Submission,
+                                     TriggerInfo)
 
 
 class RPCError(Exception):
@@ -127,6 +128,17 @@ def test_find_job_cancel():
     assert backend.job(5).active and backend.job(99) is None
     backend.cancel(99)  # gone: success
     assert ("cancel", 99) in module.calls
+
+
+def test_a_lister_answers_active_jobs_instead_of_loading_the_cluster():
+    class Lister:  # open_backend passes the CLI backend (squeue --user)
+        def active_jobs(self, user):
+            return [JobInfo(9, "j", user, "RUNNING")]
+
+    module = fake_pyslurm(jobs={5: job(5)})
+    module.Jobs.load = lambda: pytest.fail("the whole cluster was loaded")
+    backend = pyslurm_backend.PyslurmBackend(module, lister=Lister())
+    assert [j.job_id for j in backend.active_jobs("carmetest1")] == [9]
 
 
 @pytest.mark.parametrize("rc,code", [(2017, "invalid_job_id"), (2021, "job_finished"),

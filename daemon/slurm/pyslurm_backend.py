@@ -20,6 +20,7 @@ import subprocess
 
 from carme.daemon.slurm.base import (JobInfo, SlurmPermanent, SlurmTransient, Submission,
                                      TriggerInfo)
+from carme.daemon.slurm.cli import CliBackend
 
 #: Slurm errnos → (transient?, code), from slurm/slurm_errno.h; 1800, 2000, 2014, 2017,
 #: 2021, 2072 and 2089 were seen from pyslurm 25.11.2 (shared/NOTES.md). Others: slurm_error.
@@ -74,24 +75,32 @@ def slurm_version(bin_dir: str = "/usr/bin", conf: str | None = None) -> str | N
     return f"{match.group(1)}.{match.group(2)}" if match else None
 
 
-def open_backend(conf: str, bin_dir: str) -> "PyslurmBackend":
+def open_backend(conf: str, bin_dir: str, timeout: float = 30.0) -> "PyslurmBackend":
     """The backend, in the helper process that will hold it (see helper.py); ImportError
     says why pyslurm can't be used here, e.g. built for another Slurm than the one
     installed (pyslurm refuses to build against a mismatch, but a site may have upgraded
-    Slurm since)."""
+    Slurm since). It lists jobs with squeue when that is installed (see PyslurmBackend)."""
     module = load_pyslurm(conf or None)
     installed = slurm_version(bin_dir, conf or None)
     built_for = ".".join(str(module.__version__).split(".")[:2])
     if installed != built_for:
         raise ImportError(f"pyslurm {module.__version__} does not match Slurm {installed}")
-    return PyslurmBackend(module)
+    squeue = os.path.join(bin_dir, "squeue")
+    lister = CliBackend(conf or None, timeout, bin_dir) if os.access(squeue, os.X_OK) else None
+    return PyslurmBackend(module, lister)
 
 
 class PyslurmBackend:
+    """``lister``, if given, answers ``active_jobs``: pyslurm 25.11 can only load the whole
+    cluster, while ``squeue --user`` has slurmctld send one user's jobs. With 8,000 jobs in
+    the cluster (Slurm 25.11.7): Jobs.load 118 ms and 19.5 ms of slurmctld's CPU per call,
+    squeue --user 6.5 ms and 2.5 ms — and start_job lists before every submit."""
+
     name = "pyslurm"
 
-    def __init__(self, pyslurm_module):
+    def __init__(self, pyslurm_module, lister=None):
         self.pyslurm = pyslurm_module
+        self.lister = lister
 
     def _rpc(self, what: str, call):
         try:
@@ -122,8 +131,10 @@ class PyslurmBackend:
                        job.comment or "")
 
     def active_jobs(self, user: str) -> list[JobInfo]:
-        """pyslurm can only load the whole cluster (finished jobs too, for MinJobAge):
-        filtered by uid first, since ``Job.user_name`` looks up passwd for every job."""
+        """From the lister, or else the whole cluster's jobs (finished ones too, for
+        MinJobAge) filtered by uid first: ``Job.user_name`` looks up passwd for each job."""
+        if self.lister is not None:
+            return self.lister.active_jobs(user)
         try:
             uid = pwd.getpwnam(user).pw_uid
         except KeyError:

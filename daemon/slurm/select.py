@@ -22,7 +22,8 @@ PYSLURM_FACTORY = "carme.daemon.slurm.pyslurm_backend:open_backend"
 def _pyslurm(cfg: SlurmConfig):
     """(backend, None) or (None, why not)."""
     try:
-        return HelperBackend(PYSLURM_FACTORY, [cfg.conf, cfg.bin_dir], processes=cfg.helpers,
+        return HelperBackend(PYSLURM_FACTORY, [cfg.conf, cfg.bin_dir, cfg.timeout],
+                             processes=cfg.helpers,
                              timeout=cfg.timeout), None
     except BackendUnusable as why:
         return None, f"pyslurm can't be used here: {why}"
