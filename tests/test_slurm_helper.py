@@ -8,6 +8,7 @@ with a stand-in for pyslurm's import and init (real pyslurm 25.11 needs Slurm 25
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 import time
@@ -25,8 +26,10 @@ SITE = Path(__file__).resolve().parent / "helper_site"
 
 @pytest.fixture
 def helper_site(monkeypatch):
-    """Helpers (not this process) can import the modules in tests/helper_site."""
+    """Helpers can import the modules in tests/helper_site, and this process can find them
+    (as the daemon and its helpers share one environment); it never imports them."""
     monkeypatch.setenv("PYTHONPATH", str(SITE))
+    monkeypatch.syspath_prepend(str(SITE))
 
 
 @pytest.fixture
@@ -161,6 +164,15 @@ def testbed_slurm(description) -> str:
     """major.minor of the testbed's Slurm (Debian's 22.05, unless CARME_TESTBED_SLURM)."""
     return pyslurm_backend.slurm_version(description["slurm"]["bin_dir"],
                                          description["slurm"]["conf"])
+
+
+def test_auto_without_pyslurm_installed_starts_no_helper(description, caplog, monkeypatch):
+    if importlib.util.find_spec("pyslurm") is not None:
+        pytest.skip("pyslurm is installed here")
+    monkeypatch.setattr("subprocess.Popen", lambda *a, **k: pytest.fail("a helper was started"))
+    with caplog.at_level("INFO", logger="carme.daemon.slurm"):
+        assert select.choose(_cfg(description, "auto")).name == "cli"
+    assert "cli, because pyslurm is not installed" in caplog.text
 
 
 def test_auto_takes_pyslurm_when_it_matches_this_slurm(helper_site, monkeypatch, description,

@@ -8,6 +8,7 @@ which is logged with the choice.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 from carme.daemon.slurm.cli import CliBackend
@@ -20,7 +21,10 @@ PYSLURM_FACTORY = "carme.daemon.slurm.pyslurm_backend:open_backend"
 
 
 def _pyslurm(cfg: SlurmConfig):
-    """(backend, None) or (None, why not)."""
+    """(backend, None) or (None, why not). A pyslurm that is not installed is known
+    without starting a helper: looked up, not imported."""
+    if importlib.util.find_spec("pyslurm") is None:
+        return None, "pyslurm is not installed"
     try:
         return HelperBackend(PYSLURM_FACTORY, [cfg.conf, cfg.bin_dir, cfg.timeout],
                              processes=cfg.helpers,
