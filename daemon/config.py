@@ -52,6 +52,12 @@ class RetryConfig:
     #: a request still failing transiently this long after its first try fails for good
     max_age: float = 3600.0
 
+    def delay(self, failures: int, floor: float | None = None) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row: doubling from
+        initial_delay up to max_delay, and never less than a service's own Retry-After."""
+        backoff = min(self.initial_delay * 2 ** (failures - 1), self.max_delay)
+        return max(backoff, floor or 0.0)
+
 
 @dataclass(frozen=True)
 class LoggingConfig:

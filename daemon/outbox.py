@@ -171,8 +171,7 @@ class Notices:
     def _pause(self, error: Transient) -> None:
         with self._ready:
             self._failures += 1
-            delay = min(self.retry.initial_delay * 2 ** (self._failures - 1), self.retry.max_delay)
-            delay = max(delay, error.retry_after or 0.0)
+            delay = self.retry.delay(self._failures, error.retry_after)
             self._resume_at = time.monotonic() + delay
         log.info("Mattermost unavailable (%s); notices wait %.0f s", error.code, delay)
 

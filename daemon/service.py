@@ -237,8 +237,7 @@ class Daemon:
             return Outcome("error", code=error.code,
                            message=f"{error.message} (still failing after {age:.0f}s, "
                                    f"{claim.attempts} attempts; giving up)")
-        delay = min(retry.initial_delay * 2 ** (claim.attempts - 1), retry.max_delay)
-        delay = max(delay, error.retry_after or 0.0)  # a service's Retry-After is a floor
+        delay = retry.delay(claim.attempts, error.retry_after)
         return Outcome("deferred", code=error.code, message=error.message,
                        retry_at=time.time() + delay)
 
